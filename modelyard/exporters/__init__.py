@@ -1,0 +1,1 @@
+"""exporters: see DESIGN.md (built in a later issue)."""

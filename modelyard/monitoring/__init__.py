@@ -1,0 +1,1 @@
+"""monitoring: see DESIGN.md (built in a later issue)."""

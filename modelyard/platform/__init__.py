@@ -1,0 +1,1 @@
+"""The control plane: settings, Celery, registry adapter, lifecycle, database, CLI."""

@@ -1,0 +1,209 @@
+"""The `modelyard` command line. Heavy modules are imported inside the commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelyard.errors import ModelyardError
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Train, register, gate, promote and roll back models.")
+out = Console()
+err = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def main() -> None:
+    """Entry point: a user error is one red sentence and exit code 1, never a stack trace."""
+    try:
+        cli(standalone_mode=False)
+    except ModelyardError as e:
+        err.print(f"[red]error:[/red] {e}")
+        sys.exit(1)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click's usage errors carry their own exit code
+        code = getattr(e, "exit_code", None)
+        if code is None:
+            raise
+        if hasattr(e, "show"):
+            e.show()
+        sys.exit(code)
+
+
+def _settings():  # noqa: ANN202 - Settings, imported lazily
+    from modelyard.platform.settings import Settings
+
+    return Settings()
+
+
+def _registry():  # noqa: ANN202
+    from modelyard.platform.mlflow_registry import MlflowRegistry
+
+    return MlflowRegistry(_settings().tracking_uri)
+
+
+def _lifecycle():  # noqa: ANN202
+    from modelyard.platform.audit import AuditLog
+    from modelyard.platform.lifecycle import Lifecycle
+
+    return Lifecycle(_registry(), AuditLog(_settings()))
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@cli.command()
+def train(
+    spec: Annotated[Path, typer.Argument(help="Training spec (YAML).")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the training until it ends.")] = False,
+    request_id: Annotated[str | None, typer.Option(help="Idempotency key; default: a new one.")] = None,
+    trigger: Annotated[str, typer.Option(help="manual, drift or schedule.")] = "manual",
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a training on the `train` queue (and follow it with --wait)."""
+    from modelyard.platform.submit import follow, submit_training
+
+    rid = request_id or uuid.uuid4().hex
+    submitted = submit_training(_settings(), spec, rid, trigger)
+    if not as_json:
+        known = "" if submitted.new else " (known request: a worker will not train it twice)"
+        out.print(f"queued training of [bold]{submitted.model}[/bold], request {rid}{known}")
+    if not wait:
+        if as_json:
+            _print_json({"request_id": rid, "model": submitted.model, "new": submitted.new})
+        return
+    result = follow(_settings(), rid, quiet=as_json)
+    if as_json:
+        _print_json(result)
+        return
+    from modelyard.platform.views import print_training_result
+
+    print_training_result(out, result)
+
+
+@cli.command()
+def models(as_json: JsonOpt = False) -> None:
+    """Registered models and their aliases."""
+    found = _registry().list_models()
+    if as_json:
+        return _print_json([m.as_dict() for m in found])
+    table = Table("model", "latest", "champion", "challenger", "previous")
+    for m in found:
+        table.add_row(m.name, m.latest_version or "-", *(m.aliases.get(a, "-") for a in ("champion", "challenger", "previous")))
+    out.print(table if found else "no registered models yet")
+
+
+@cli.command()
+def versions(name: str, as_json: JsonOpt = False) -> None:
+    """Versions of a model with their aliases and lineage."""
+    from modelyard.platform.views import version_rows
+
+    rows = version_rows(_registry(), name)
+    if as_json:
+        return _print_json(rows)
+    table = Table("version", "aliases", "trigger", "created", "dataset", "request")
+    for r in rows:
+        table.add_row(r["version"], ", ".join(r["aliases"]) or "-", r["trigger"] or "-", r["created"],
+                      (r["dataset_sha256"] or "-")[:12], (r["request_id"] or "-")[:12])
+    out.print(table)
+
+
+@cli.command()
+def show(ref: Annotated[str, typer.Argument(help="NAME@alias or NAME/VERSION")], as_json: JsonOpt = False) -> None:
+    """One version: aliases, tags, test metrics, run."""
+    from modelyard.platform.registry import resolve
+    from modelyard.platform.views import print_version
+
+    registry = _registry()
+    info = resolve(registry, ref)
+    metrics = registry.run_metrics(info.run_id) if info.run_id else {}
+    data = {**info.as_dict(), "metrics": {k: v for k, v in sorted(metrics.items())}}
+    if as_json:
+        return _print_json(data)
+    print_version(out, data)
+
+
+@cli.command()
+def promote(
+    ref: Annotated[str, typer.Argument(help="NAME/VERSION or NAME@challenger")],
+    reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")] = "promoted by hand",
+    actor: Annotated[str, typer.Option(help="Who; kept in the audit log.")] = "cli",
+) -> None:
+    """Make a version champion; the current champion becomes previous."""
+    from modelyard.platform.registry import resolve
+
+    lifecycle = _lifecycle()
+    info = resolve(lifecycle.registry, ref, default_alias="challenger")
+    for e in lifecycle.promote(info.name, info.version, actor, reason):
+        out.print(f"{e.alias}: {e.from_version or '-'} -> {e.to_version or '-'}")
+
+
+@cli.command()
+def rollback(
+    name: str,
+    to: Annotated[str | None, typer.Option(help="Version to restore; default: previous.")] = None,
+    reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")] = "rolled back by hand",
+    actor: Annotated[str, typer.Option(help="Who; kept in the audit log.")] = "cli",
+) -> None:
+    """Restore `previous` (or --to VERSION) as champion."""
+    for e in _lifecycle().rollback(name, actor, reason, to):
+        out.print(f"{e.alias}: {e.from_version or '-'} -> {e.to_version or '-'}")
+
+
+@cli.command()
+def history(name: str, as_json: JsonOpt = False) -> None:
+    """Every lifecycle event of a model, oldest first (the audit log)."""
+    from modelyard.platform.views import event_rows, print_timeline
+
+    _registry().list_versions(name)  # unknown model: a clear error, not an empty table
+    from modelyard.platform.audit import AuditLog
+
+    rows = event_rows(AuditLog(_settings()).history(name))
+    if as_json:
+        return _print_json(rows)
+    print_timeline(out, rows, title=f"history of {name}")
+
+
+@cli.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated: train, export, monitor.")] = "train",
+    concurrency: Annotated[int | None, typer.Option(help="Processes (train: 1 per GPU).")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker with the flags its queues need (replaces this process)."""
+    import os
+
+    from modelyard.platform.supervisor import worker_argv
+
+    argv = worker_argv(_settings(), queues.split(","), concurrency, loglevel)
+    os.execv(argv[0], argv)
+
+
+@cli.command()
+def up() -> None:
+    """Embedded mode: start workers for every queue and beat, supervised; Ctrl-C stops them."""
+    from modelyard.platform.supervisor import Supervisor
+
+    sys.exit(Supervisor(_settings(), out).run())
+
+
+@cli.command()
+def demo(name: Annotated[str, typer.Option(help="Registered model name to use.")] = "digits-demo") -> None:
+    """Train v1, a better v2, a weak v3 on digits; gate, promote, roll back; print the timeline."""
+    from modelyard.platform.demo import run_demo
+
+    run_demo(_settings(), out, name)
+
+
+if __name__ == "__main__":
+    main()

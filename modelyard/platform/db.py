@@ -1,0 +1,107 @@
+"""The platform database: the audit log of lifecycle events and the training requests.
+
+MLflow keeps no alias history, so `events` is the audit log and the source of
+`modelyard history`. `training_requests` makes training idempotent on the request id.
+The schema is created and upgraded by Alembic migrations (see migrations/).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    alias: Mapped[str | None] = mapped_column(String(40))
+    from_version: Mapped[str | None] = mapped_column(String(20))
+    to_version: Mapped[str | None] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRequest(Base):
+    __tablename__ = "training_requests"
+
+    request_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # queued running registering succeeded failed
+    trigger: Mapped[str] = mapped_column(String(20), default="manual")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[str | None] = mapped_column(String(20))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+@cache
+def engine_for(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_conn: Any, _record: Any) -> None:  # readers do not block the writer
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def session_factory(url: str) -> sessionmaker:
+    return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+_upgraded: set[str] = set()
+
+
+def ensure_schema(url: str, lock_folder: Path) -> None:
+    """Run Alembic migrations to head once per process, serialized across processes."""
+    if url in _upgraded:
+        return
+    import logging
+
+    from alembic import command
+    from alembic.config import Config
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    engine = engine_for(url)
+    lock_folder.mkdir(parents=True, exist_ok=True)
+    with open(lock_folder / "migrate.lock", "w") as lock, engine.begin() as conn:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one machine: workers started together
+        if conn.dialect.name == "postgresql":  # many machines: the database serializes
+            conn.execute(text("SELECT pg_advisory_xact_lock(7244196)"))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    _upgraded.add(url)

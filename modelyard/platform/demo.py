@@ -1,0 +1,110 @@
+"""`modelyard demo`: the whole lifecycle on digits, on real workers, in a few minutes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+
+from modelyard.errors import ModelyardError, NotFoundError
+from modelyard.platform.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+STEPS = (
+    ("v1: a small CNN; no champion yet, the threshold decides", "digits-v1.yaml"),
+    ("v2: a better CNN; must beat the champion on the same held-out data", "digits-v2.yaml"),
+    ("v3: a deliberately weak model; the gate must reject it", "digits-v3-weak.yaml"),
+)
+
+
+def free_name(settings: Settings, wanted: str) -> str:
+    """The wanted name if unused in this registry, else the first free `wanted-N`."""
+    from modelyard.platform.mlflow_registry import MlflowRegistry
+
+    registry = MlflowRegistry(settings.tracking_uri)
+    taken = {m.name for m in registry.list_models()}
+    name, n = wanted, 1
+    while name in taken:
+        n += 1
+        name = f"{wanted}-{n}"
+    return name
+
+
+def start_workers(settings: Settings, console: Console) -> subprocess.Popen | None:
+    """Start `modelyard up` unless workers run already; the handle to stop it, or None."""
+    from modelyard.platform.supervisor import running_supervisor
+
+    if running_supervisor(settings):
+        console.print("using the workers of the running `modelyard up`")
+        return None
+    if settings.mode == "server":
+        from modelyard.platform.celery_app import create_app
+
+        if create_app(settings).control.ping(timeout=2.0):
+            console.print("using the running workers")
+            return None
+    console.print("starting workers (`modelyard up`) for the demo")
+    return subprocess.Popen([sys.executable, "-m", "modelyard.platform.cli", "up"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_workers(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_demo(settings: Settings, console: Console, wanted: str) -> None:
+    from modelyard.platform.audit import AuditLog
+    from modelyard.platform.lifecycle import Lifecycle
+    from modelyard.platform.mlflow_registry import MlflowRegistry
+    from modelyard.platform.submit import follow, submit_training
+    from modelyard.platform.supervisor import prepare_stores
+    from modelyard.platform.views import event_rows, print_timeline, print_training_result
+
+    if not EXAMPLES.is_dir():
+        raise ModelyardError(f"the demo's specs are missing: {EXAMPLES} does not exist (run from a checkout).")
+    prepare_stores(settings)
+    name = free_name(settings, wanted)
+    console.print(f"[bold]modelyard demo[/bold]: model '{name}', {settings.mode} mode, home {settings.root}")
+    workers = start_workers(settings, console)
+    started = time.monotonic()
+    try:
+        versions = []
+        for title, spec_file in STEPS:
+            console.rule(title)
+            rid = uuid.uuid4().hex
+            submit_training(settings, EXAMPLES / spec_file, rid, overrides={"name": name})
+            result = follow(settings, rid, timeout=900)
+            print_training_result(console, result)
+            versions.append(result["version"])
+        console.rule("rollback: back to v1, as if v2 misbehaved in production")
+        lifecycle = Lifecycle(MlflowRegistry(settings.tracking_uri), AuditLog(settings))
+        for e in lifecycle.rollback(name, "demo", "demo: v2 misbehaves in production; restore v1"):
+            console.print(f"{e.alias}: {e.from_version or '-'} -> {e.to_version or '-'}")
+    finally:
+        stop_workers(workers)
+    registry = MlflowRegistry(settings.tracking_uri)
+    try:
+        aliases = {a: (registry.get_alias(name, a) or None) for a in ("champion", "challenger", "previous")}
+    except NotFoundError:
+        aliases = {}
+    print_timeline(console, event_rows(AuditLog(settings).history(name)), title=f"timeline of {name}")
+    console.print("aliases now: " + ", ".join(f"{a} = v{v.version}" if v else f"{a} = -" for a, v in aliases.items()))
+    console.print(f"versions trained: {', '.join(versions)}; demo took {time.monotonic() - started:.0f} s")
+    console.print("where to look:")
+    console.print(f"  modelyard history {name}      modelyard versions {name}      modelyard show {name}@champion")
+    ui = f"mlflow ui --backend-store-uri {settings.tracking_uri}"
+    if settings.artifact_location:
+        ui += f" --default-artifact-root {settings.artifact_location}"
+    console.print(f"  {ui}")

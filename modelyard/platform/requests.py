@@ -1,0 +1,121 @@
+"""Training requests: one row per request id, so a redelivered task never trains twice.
+
+A worker claims a request before training and keeps a heartbeat while it runs. A
+second delivery of the same request finds it done (and returns the result), busy
+(and retries later), or abandoned (heartbeat stale: the worker died) and takes over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from modelyard.platform.db import TrainingRequest, ensure_schema, session_factory, utcnow
+from modelyard.platform.settings import Settings
+
+ClaimState = Literal["claimed", "busy", "done", "failed"]
+
+
+@dataclass
+class Claim:
+    state: ClaimState
+    row: TrainingRequest
+
+
+class RequestStore:
+    def __init__(self, settings: Settings) -> None:
+        url = settings.platform_database_url
+        ensure_schema(url, settings.run_folder)
+        self._sessions = session_factory(url)
+        self.stale_after = dt.timedelta(seconds=settings.stale_after_seconds)
+
+    def create(self, request_id: str, model: str, spec: dict[str, Any], trigger: str) -> bool:
+        """Record a request as queued; False when the id is known already."""
+        try:
+            with self._sessions.begin() as session:
+                session.add(TrainingRequest(request_id=request_id, model=model, status="queued",
+                                            trigger=trigger, spec=spec, attempts=0))
+            return True
+        except IntegrityError:
+            return False
+
+    def get(self, request_id: str) -> TrainingRequest | None:
+        with self._sessions() as session:
+            return session.get(TrainingRequest, request_id)
+
+    def claim(self, request_id: str, owner: str) -> Claim:
+        now = utcnow()
+        cutoff = now - self.stale_after
+        with self._sessions.begin() as session:
+            taken = session.execute(
+                update(TrainingRequest)
+                .where(TrainingRequest.request_id == request_id)
+                .where(or_(
+                    TrainingRequest.status == "queued",
+                    TrainingRequest.status.in_(("running", "registering")) & (TrainingRequest.heartbeat_at < cutoff),
+                ))
+                .values(status="running", owner=owner, heartbeat_at=now, attempts=TrainingRequest.attempts + 1,
+                        updated_at=now)
+            ).rowcount
+        row = self.get(request_id)
+        assert row is not None, f"request {request_id} was never created"
+        if taken:
+            return Claim("claimed", row)
+        if row.status == "succeeded":
+            return Claim("done", row)
+        if row.status == "failed":
+            return Claim("failed", row)
+        return Claim("busy", row)
+
+    def update(self, request_id: str, owner: str | None, **values: Any) -> None:
+        """Change a request this owner holds (owner None: a request nobody has claimed)."""
+        owned = TrainingRequest.owner.is_(None) if owner is None else TrainingRequest.owner == owner
+        with self._sessions.begin() as session:
+            session.execute(
+                update(TrainingRequest)
+                .where(TrainingRequest.request_id == request_id, owned)
+                .values(updated_at=utcnow(), **values)
+            )
+
+    def release(self, request_id: str, owner: str) -> None:
+        """Give a claim back (a transient error): the retry claims it again."""
+        self.update(request_id, owner, status="queued")
+
+    @contextmanager
+    def heartbeat(self, request_id: str, owner: str, every: float) -> Iterator[None]:
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    self.update(request_id, owner, heartbeat_at=utcnow())
+                except Exception:  # a missed beat is harmless; the next one may succeed
+                    pass
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{request_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def abandoned(self) -> list[TrainingRequest]:
+        """Requests whose worker stopped beating: on a filesystem queue their message died with it."""
+        cutoff = utcnow() - self.stale_after
+        with self._sessions() as session:
+            query = select(TrainingRequest).where(
+                TrainingRequest.status.in_(("running", "registering")), TrainingRequest.heartbeat_at < cutoff)
+            return list(session.scalars(query))
+
+    def for_model(self, model: str) -> list[TrainingRequest]:
+        with self._sessions() as session:
+            query = select(TrainingRequest).where(TrainingRequest.model == model)
+            return list(session.scalars(query.order_by(TrainingRequest.created_at)))

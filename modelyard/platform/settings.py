@@ -1,0 +1,93 @@
+"""One Settings object for the whole platform, read from MODELYARD_* variables.
+
+With nothing set, everything lives under `home` (embedded mode): Celery on kombu's
+filesystem transport, MLflow on SQLite, the platform database on SQLite. Setting the
+URLs (Redis, an MLflow server, PostgreSQL) gives server mode; no other code branches
+on the mode.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True)
+
+    home: Path = Field(Path("~/.modelyard"), description="Folder for every embedded-mode file.")
+    broker_url: str | None = Field(None, description="Celery broker; default: filesystem queue under home.")
+    result_backend: str | None = Field(None, description="Celery results; default: files under home.")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: SQLite under home.")
+    mlflow_artifact_location: str | None = Field(
+        None, description="Where new MLflow experiments store artifacts; default: a folder under home."
+    )
+    database_url: str | None = Field(None, description="Platform database (audit log); default: SQLite under home.")
+    train_time_limit: int = Field(6 * 3600, ge=10, description="Hard limit of one training task, seconds.")
+    visibility_timeout: int | None = Field(
+        None,
+        description="Seconds before Redis redelivers an unacknowledged task; must exceed the longest "
+        "training. Default: train_time_limit + 1 hour.",
+    )
+    heartbeat_seconds: float = Field(10.0, gt=0, description="How often a running training says it is alive.")
+    stale_after_seconds: float = Field(
+        60.0, gt=0, description="A training silent this long is presumed dead and may be taken over."
+    )
+    redelivery_check_seconds: int = Field(
+        10, ge=1, description="How often Redis workers look for tasks whose worker died (server mode)."
+    )
+    max_retries: int = Field(5, ge=0, description="Retries of a task after a transient service error.")
+
+    @cached_property
+    def root(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def mode(self) -> Literal["embedded", "server"]:
+        return "embedded" if self.effective_broker_url.startswith("filesystem") else "server"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def effective_result_backend(self) -> str:
+        return self.result_backend or f"file://{self.root / 'celery' / 'results'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str | None:
+        if self.mlflow_artifact_location:
+            return self.mlflow_artifact_location
+        if self.mlflow_tracking_uri:  # a tracking server chooses its own artifact store
+            return None
+        return (self.root / "mlartifacts").as_uri()
+
+    @property
+    def platform_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.root / 'platform.db'}"
+
+    @property
+    def effective_visibility_timeout(self) -> int:
+        return self.visibility_timeout or self.train_time_limit + 3600
+
+    @property
+    def queue_folder(self) -> Path:
+        return self.root / "celery" / "queue"
+
+    @property
+    def run_folder(self) -> Path:
+        return self.root / "run"
+
+    def ensure_folders(self) -> None:
+        """Create the embedded-mode folders (harmless in server mode)."""
+        for path in (self.queue_folder, self.root / "celery" / "results", self.root / "celery" / "control",
+                     self.run_folder, self.root / "mlartifacts"):
+            path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,98 @@
+"""Queue a training and follow it: what `modelyard train` and the demo do on the client side."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelyard.errors import DatasetError, ModelyardError
+from modelyard.platform.settings import Settings
+
+
+@dataclass
+class Submitted:
+    request_id: str
+    model: str
+    new: bool
+
+
+def submit_training(
+    settings: Settings, spec_path: Path | str, request_id: str, trigger: str = "manual",
+    overrides: dict[str, Any] | None = None,
+) -> Submitted:
+    """Validate the spec (and a local dataset) here, record the request, queue it."""
+    from modelyard.platform.audit import AuditLog, EventRecord
+    from modelyard.platform.celery_app import TRAIN_TASK, create_app
+    from modelyard.platform.requests import RequestStore
+    from modelyard.platform.training import TrainRequest
+    from modelyard.trainers.datasets import load_dataset
+    from modelyard.trainers.spec import load_spec, parse_spec
+
+    spec = load_spec(spec_path)
+    if overrides:
+        spec = parse_spec({**spec.model_dump(mode="json"), **overrides}, str(spec_path))
+    payload = TrainRequest(request_id=request_id, spec=spec.model_dump(mode="json"), trigger=trigger)  # type: ignore[arg-type]
+    store = RequestStore(settings)
+    if _is_local(spec.dataset.source):
+        try:  # fail in seconds, before anything is queued
+            load_dataset(spec.dataset)
+        except DatasetError as err:
+            store.create(request_id, spec.name, payload.spec, trigger)
+            store.update(request_id, None, status="failed", error=str(err))
+            AuditLog(settings).record(EventRecord(spec.name, "training_failed", str(err), "cli", request_id=request_id))
+            raise
+    new = store.create(request_id, spec.name, payload.spec, trigger)
+    create_app(settings).send_task(TRAIN_TASK, args=[payload.model_dump()], task_id=request_id)
+    return Submitted(request_id, spec.name, new)
+
+
+def _is_local(source: str) -> bool:
+    return source.startswith("sklearn:") or "://" not in source
+
+
+def follow(settings: Settings, request_id: str, quiet: bool = False, timeout: float | None = None) -> dict[str, Any]:
+    """Wait for a training, showing a progress bar of epochs; its result, or its error raised."""
+    from celery.result import AsyncResult
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from modelyard.platform.celery_app import create_app
+
+    app = create_app(settings)
+    result = AsyncResult(request_id, app=app)
+    started = time.monotonic()
+    hinted = False
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[logs]}"), TimeElapsedColumn())
+    with Progress(*columns, disable=quiet, transient=True) as bar:
+        task = bar.add_task("queued", total=None, logs="")
+        while True:
+            state = result.state
+            if state == "SUCCESS":
+                return dict(result.result)
+            if state == "FAILURE":
+                raise _as_user_error(result.result)
+            if state == "PROGRESS" and isinstance(result.info, dict):
+                info = result.info
+                logs = info.get("logs") or {}
+                shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "val_loss", "val_accuracy"))
+                bar.update(task, description=info.get("stage", "training"), total=info.get("epochs"),
+                           completed=info.get("epoch", 0), logs=shown)
+            elif state == "PENDING" and not hinted and time.monotonic() - started > 5:
+                hinted = True
+                bar.console.print("waiting for a train worker (start workers with `modelyard up`)")
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise ModelyardError(f"request {request_id} did not finish within {timeout:.0f} s; it goes on.")
+            time.sleep(0.3)
+
+
+def _as_user_error(exc: Any) -> ModelyardError:
+    if isinstance(exc, ModelyardError):
+        return exc
+    name = type(exc).__name__
+    if name == "WorkerLostError":
+        return ModelyardError("the worker training this request died; it is redelivered to another worker.")
+    if name in ("TimeLimitExceeded", "SoftTimeLimitExceeded"):
+        return ModelyardError("training ran past MODELYARD_TRAIN_TIME_LIMIT and was stopped; no version registered.")
+    return ModelyardError(f"training failed on the worker: {name}: {exc}")

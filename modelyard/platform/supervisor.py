@@ -1,0 +1,169 @@
+"""`modelyard up`: workers for every queue and beat, restarted when they die, stopped on Ctrl-C.
+
+Also the flags each queue's worker needs, and the recovery of trainings whose worker
+died on a filesystem queue (which, unlike Redis, has no visibility timeout).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from modelyard.errors import ModelyardError
+from modelyard.platform.settings import Settings
+
+APP = "modelyard.platform.celery_app:app"
+
+
+def worker_argv(settings: Settings, queues: list[str], concurrency: int | None, loglevel: str = "INFO") -> list[str]:
+    from modelyard.platform.celery_app import QUEUES
+
+    queues = [q.strip() for q in queues if q.strip()]
+    unknown = [q for q in queues if q not in QUEUES]
+    if unknown or not queues:
+        raise ModelyardError(f"unknown queue '{unknown[0] if unknown else ''}' (queues: {', '.join(QUEUES)}).")
+    argv = [sys.executable, "-m", "celery", "-A", APP, "worker", "-Q", ",".join(queues),
+            "-n", f"{'+'.join(queues)}-{os.getpid()}@%h", "-l", loglevel, "--prefetch-multiplier", "1", "-O", "fair"]
+    if "train" in queues:
+        if len(queues) > 1:
+            raise ModelyardError("the train queue needs a worker of its own (one process per GPU, a fresh child per task).")
+        # A fresh child per training: TensorFlow never gives GPU memory back, CUDA does not survive fork.
+        argv += ["--pool", "prefork", "--concurrency", str(concurrency or 1), "--max-tasks-per-child", "1"]
+    else:
+        argv += ["--concurrency", str(concurrency or os.cpu_count() or 2)]
+    if settings.mode == "embedded":  # no broadcast chatter over the filesystem queue
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return argv
+
+
+def prepare_stores(settings: Settings) -> None:
+    """Create the MLflow and platform schemas once, before several processes race to."""
+    from mlflow.tracking import MlflowClient
+
+    from modelyard.platform.db import ensure_schema
+
+    settings.ensure_folders()
+    ensure_schema(settings.platform_database_url, settings.run_folder)
+    MlflowClient(tracking_uri=settings.tracking_uri).search_experiments(max_results=1)
+
+
+def recover_abandoned(settings: Settings) -> list[str]:
+    """Queue again the trainings whose worker stopped beating; the request id keeps it to one version."""
+    from modelyard.platform.celery_app import TRAIN_TASK, create_app
+    from modelyard.platform.requests import RequestStore
+    from modelyard.platform.training import TrainRequest
+
+    rows = RequestStore(settings).abandoned()
+    app = create_app(settings)
+    for row in rows:
+        payload = TrainRequest(request_id=row.request_id, spec=row.spec, trigger=row.trigger)  # type: ignore[arg-type]
+        app.send_task(TRAIN_TASK, args=[payload.model_dump()], task_id=row.request_id)
+    return [r.request_id for r in rows]
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, console: Console, grace: float = 60.0) -> None:
+        self.settings = settings
+        self.console = console
+        self.grace = grace
+        self.stopping = 0
+        beat = [sys.executable, "-m", "celery", "-A", APP, "beat", "-l", "INFO",
+                "-s", str(settings.run_folder / "beat-schedule")]
+        self.children = [Child("train", worker_argv(settings, ["train"], None)),
+                         Child("export+monitor", worker_argv(settings, ["export", "monitor"], 2)),
+                         Child("beat", beat)]
+
+    @property
+    def pidfile(self) -> Path:
+        return self.settings.run_folder / "up.pid"
+
+    def run(self) -> int:
+        prepare_stores(self.settings)
+        if running_supervisor(self.settings):
+            raise ModelyardError(f"`modelyard up` already runs for {self.settings.root} (pid file {self.pidfile}).")
+        self.pidfile.write_text(str(os.getpid()))
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        logs = self.settings.root / "logs"
+        logs.mkdir(exist_ok=True)
+        try:
+            for child in self.children:
+                self._start(child, logs)
+            self.console.print(f"modelyard up ({self.settings.mode} mode): logs in {logs}; Ctrl-C stops")
+            last_recovery = 0.0
+            while not self.stopping:
+                if time.monotonic() - last_recovery > 30:
+                    last_recovery = time.monotonic()
+                    for rid in recover_abandoned(self.settings):
+                        self.console.print(f"requeued abandoned training {rid}")
+                for child in self.children:
+                    if child.proc and child.proc.poll() is not None and not self.stopping:
+                        if not self._restart(child, logs):
+                            return 1
+                time.sleep(0.5)
+            return 0
+        finally:
+            self._stop_all()
+            self.pidfile.unlink(missing_ok=True)
+
+    def _start(self, child: Child, logs: Path) -> None:
+        log = open(logs / f"{child.name}.log", "ab")  # noqa: SIM115 - the child keeps it open
+        child.proc = subprocess.Popen(child.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _restart(self, child: Child, logs: Path) -> bool:
+        now = time.monotonic()
+        child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+        code = child.proc.returncode if child.proc else None
+        if len(child.restarts) > 5:
+            self.console.print(f"[red]{child.name} died {len(child.restarts)} times in a minute; stopping[/red]")
+            return False
+        self.console.print(f"[yellow]{child.name} exited ({code}); restarting[/yellow]")
+        time.sleep(min(2 ** len(child.restarts), 30))
+        self._start(child, logs)
+        return True
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stopping += 1
+        if self.stopping == 1:
+            self.console.print("stopping: running tasks finish first (Ctrl-C again to kill them)")
+        else:
+            for child in self.children:
+                if child.proc and child.proc.poll() is None:
+                    child.proc.kill()
+
+    def _stop_all(self) -> None:
+        alive = [c.proc for c in self.children if c.proc and c.proc.poll() is None]
+        for proc in alive:
+            proc.send_signal(signal.SIGTERM)  # Celery's warm shutdown
+        deadline = time.monotonic() + self.grace
+        for proc in alive:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def running_supervisor(settings: Settings) -> int | None:
+    pidfile = settings.run_folder / "up.pid"
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None

@@ -1,0 +1,50 @@
+"""Celery tasks: validate the payload, call one plain function, return a small JSON result."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery import Task
+from pydantic import ValidationError
+
+from modelyard.errors import SpecError, TransientError
+from modelyard.platform.celery_app import TRAIN_TASK, app
+from modelyard.platform.settings import Settings
+
+
+def backoff(retries: int, base: float = 5.0, cap: float = 300.0) -> float:
+    return min(cap, base * 2**retries)
+
+
+@app.task(bind=True, name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
+    """Train, register, gate. TensorFlow is imported in here, in the worker's child."""
+    from modelyard.platform.training import Busy, TrainRequest, run_training
+
+    try:
+        request = TrainRequest.model_validate(payload)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise SpecError(f"bad training request: field '{'.'.join(map(str, first['loc']))}': {first['msg']}.") from None
+    settings = Settings()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines drown the worker log
+    t = time.perf_counter()
+    import tensorflow  # noqa: F401 - timed apart: benchmarks exclude it, as they exclude it for plain Keras
+
+    import_s = time.perf_counter() - t
+
+    def progress(info: dict[str, Any]) -> None:
+        self.update_state(state="PROGRESS", meta={"request_id": request.request_id, **info})
+
+    try:
+        result = run_training(settings, request, progress)
+    except Busy as busy:
+        raise self.retry(countdown=busy.retry_in, max_retries=None) from None
+    except TransientError as err:
+        if self.request.retries >= settings.max_retries:
+            raise
+        raise self.retry(exc=err, countdown=backoff(self.request.retries)) from None
+    result.setdefault("timings", {})["tensorflow_import_s"] = import_s
+    return result

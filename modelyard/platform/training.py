@@ -1,0 +1,238 @@
+"""One training request end to end: claim, train, log, register, gate, promote or reject.
+
+Called by the `modelyard.train` Celery task, and directly by tests and benchmarks.
+Idempotent on the request id: a redelivered request resumes where the last attempt
+stopped and never registers a second version.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from modelyard.errors import ModelyardError, TransientError
+from modelyard.platform.audit import AuditLog, EventRecord
+from modelyard.platform.gate import GateDecision, decide
+from modelyard.platform.lifecycle import Lifecycle
+from modelyard.platform.mlflow_registry import MlflowRegistry
+from modelyard.platform.registry import TAG_PREFIX, VersionInfo
+from modelyard.platform.requests import RequestStore
+from modelyard.platform.settings import Settings
+from modelyard.trainers.spec import TrainSpec, parse_spec
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class TrainRequest(BaseModel):
+    request_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    spec: dict[str, Any]
+    trigger: Literal["manual", "drift", "schedule"] = "manual"
+    parent_version: str | None = None
+    actor: str = "cli"
+
+
+class Busy(Exception):
+    """Another worker is training this request right now; try again later."""
+
+    def __init__(self, request_id: str, owner: str | None, retry_in: float) -> None:
+        super().__init__(f"request {request_id} is being trained by {owner}")
+        self.retry_in = retry_in
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_training(settings: Settings, request: TrainRequest, progress: Progress | None = None) -> dict[str, Any]:
+    report = progress or (lambda _info: None)
+    spec = parse_spec(request.spec, f"of request {request.request_id}")
+    store = RequestStore(settings)
+    store.create(request.request_id, spec.name, request.spec, request.trigger)
+    owner = worker_name()
+    claim = store.claim(request.request_id, owner)
+    if claim.state == "done":
+        return {**(claim.row.result or {}), "duplicate": True}
+    if claim.state == "failed":
+        raise ModelyardError(f"request {request.request_id} failed before: {claim.row.error}")
+    if claim.state == "busy":
+        raise Busy(request.request_id, claim.row.owner, retry_in=settings.heartbeat_seconds)
+    audit = AuditLog(settings)
+    if claim.row.attempts > 1:
+        audit.record(EventRecord(spec.name, "training_resumed", f"attempt {claim.row.attempts}: the previous "
+                                 "worker stopped before finishing; this one takes over", owner,
+                                 request_id=request.request_id))
+    try:
+        with store.heartbeat(request.request_id, owner, settings.heartbeat_seconds):
+            result = _train_register_gate(settings, request, spec, store, audit, owner, report)
+    except TransientError:
+        store.release(request.request_id, owner)
+        raise
+    except ModelyardError as err:
+        store.update(request.request_id, owner, status="failed", error=str(err))
+        audit.record(EventRecord(spec.name, "training_failed", str(err), owner, request_id=request.request_id))
+        raise
+    except BaseException as err:  # a bug or a time limit: record it, keep the message for the user
+        message = f"training failed unexpectedly: {type(err).__name__}: {err}"
+        store.update(request.request_id, owner, status="failed", error=message)
+        audit.record(EventRecord(spec.name, "training_failed", message, owner, request_id=request.request_id))
+        raise
+    store.update(request.request_id, owner, status="succeeded", result=result)
+    return result
+
+
+def _train_register_gate(
+    settings: Settings, request: TrainRequest, spec: TrainSpec, store: RequestStore, audit: AuditLog,
+    owner: str, report: Progress,
+) -> dict[str, Any]:
+    from modelyard.platform import tracking
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    tracking.use_tracking(settings)
+    registry = MlflowRegistry(settings.tracking_uri)
+    lifecycle = Lifecycle(registry, audit)
+    existing = _registered_before(registry, spec.name, request.request_id)
+    if existing is None:
+        trained = _train_and_register(settings, request, spec, store, lifecycle, owner, report, timings)
+        version, run_id, holdout, metrics = trained
+    else:  # a previous attempt registered it, then died: resume at the gate
+        version, run_id = existing.version, existing.run_id or ""
+        holdout = tracking.load_holdout(run_id)
+        metrics = {k.removeprefix("test_"): v for k, v in registry.run_metrics(run_id).items()
+                   if k.startswith("test_")}
+        if not any(e.to_version == version for e in audit.history(spec.name, ("registered",))):
+            lifecycle.make_challenger(spec.name, version, owner, "registered by a resumed attempt", metrics,
+                                      request.request_id)
+    store.update(request.request_id, owner, status="registering", version=version, run_id=run_id)
+    report({"stage": "gate", "version": version})
+    t = time.perf_counter()
+    decision = _gate(spec, version, holdout, metrics, registry, lifecycle, audit, request)
+    timings["gate_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - started
+    return {
+        "request_id": request.request_id, "model": spec.name, "version": version, "run_id": run_id,
+        "status": _status(decision, spec), "gate": decision.as_dict() if decision else None,
+        "metrics": metrics, "timings": timings, "duplicate": False,
+    }
+
+
+def _status(decision: GateDecision | None, spec: TrainSpec) -> str:
+    if decision is None:
+        return "gated_before"
+    if not decision.passed:
+        return "rejected"
+    return "awaiting_approval" if spec.gate.require_approval else "promoted"
+
+
+def _registered_before(registry: MlflowRegistry, name: str, request_id: str) -> VersionInfo | None:
+    from modelyard.errors import NotFoundError
+
+    try:
+        return registry.find_by_tag(name, f"{TAG_PREFIX}request_id", request_id)
+    except NotFoundError:
+        return None
+
+
+def _train_and_register(
+    settings: Settings, request: TrainRequest, spec: TrainSpec, store: RequestStore, lifecycle: Lifecycle,
+    owner: str, report: Progress, timings: dict[str, float],
+) -> tuple[str, str, Any, dict[str, float]]:
+    import mlflow
+
+    from modelyard.platform import tracking
+    from modelyard.trainers import datasets, evaluate, train
+
+    t = time.perf_counter()
+    report({"stage": "loading data"})
+    ds = datasets.load_dataset(spec.dataset)
+    split = datasets.split_dataset(ds, spec.validation_fraction, spec.test_fraction, spec.seed)
+    n_outputs = len(ds.classes) if ds.task == "classification" else 1
+    timings["load_s"] = time.perf_counter() - t
+    experiment = tracking.experiment_for(settings, spec.name)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{spec.name}-{request.request_id[:8]}") as run:
+        mlflow.set_tags({f"{TAG_PREFIX}request_id": request.request_id, f"{TAG_PREFIX}trigger": request.trigger,
+                         f"{TAG_PREFIX}worker": owner})
+        mlflow.log_params(tracking.flat_params(spec))
+        tracking.log_datasets(ds, split, spec.name)
+        store.update(request.request_id, owner, run_id=run.info.run_id)
+
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            mlflow.log_metrics(logs, step=epoch)
+            report({"stage": "training", "epoch": epoch, "epochs": spec.epochs, "logs": logs})
+
+        t = time.perf_counter()
+        result = train.fit(spec, split, n_outputs, on_epoch)
+        timings["fit_s"] = result.fit_seconds
+        timings["build_s"] = time.perf_counter() - t - result.fit_seconds
+        report({"stage": "evaluating"})
+        t = time.perf_counter()
+        evaluation = evaluate.evaluate_model(result.model, split.x_test, split.y_test, ds.task, n_outputs)
+        base = evaluate.baseline(split, ds.task, n_outputs, spec.seed)
+        beats = evaluate.beats(spec.primary_metric, evaluation.metrics[spec.primary_metric],
+                               base[1].metrics[spec.primary_metric])
+        timings["evaluate_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        mlflow.set_tags({f"{TAG_PREFIX}device": result.device.device, f"{TAG_PREFIX}beats_baseline": str(beats)})
+        tracking.log_outputs(spec, ds, split, result, evaluation, base)
+        model_uri = tracking.log_keras_model(result.model, split)
+        timings["log_s"] = time.perf_counter() - t
+        report({"stage": "registering"})
+        t = time.perf_counter()
+        tags = {f"{TAG_PREFIX}request_id": request.request_id, f"{TAG_PREFIX}dataset_sha256": ds.content_hash,
+                f"{TAG_PREFIX}trigger": request.trigger, f"{TAG_PREFIX}parent_version": request.parent_version or "",
+                f"{TAG_PREFIX}device": result.device.device, f"{TAG_PREFIX}beats_baseline": str(beats)}
+        store.update(request.request_id, owner, status="registering")
+        version = tracking.register(model_uri, spec.name, tags)
+        store.update(request.request_id, owner, version=version)
+        evidence = {"metrics": evaluation.metrics, "baseline": base[0], "beats_baseline": beats,
+                    "device": result.device.as_dict(), "dataset_sha256": ds.content_hash, "run_id": run.info.run_id}
+        lifecycle.make_challenger(spec.name, version, owner, f"trained ({request.trigger})", evidence,
+                                  request.request_id)
+        timings["register_s"] = time.perf_counter() - t
+    return version, run.info.run_id, (split.x_test, split.y_test), evaluation.metrics
+
+
+def _gate(
+    spec: TrainSpec, version: str, holdout: Any, metrics: dict[str, float], registry: MlflowRegistry,
+    lifecycle: Lifecycle, audit: AuditLog, request: TrainRequest,
+) -> GateDecision | None:
+    gated = [e for e in audit.history(spec.name, ("gate_passed", "gate_rejected")) if e.to_version == version]
+    if gated:  # this version was judged by an earlier attempt
+        return None
+    champion = registry.get_alias(spec.name, "champion")
+    champion_metrics = None
+    reasons: list[str] = []
+    if champion is not None:
+        champion_metrics, reasons = _champion_on_holdout(spec, champion, holdout)
+    decision = decide(spec.primary_metric, metrics, champion_metrics, spec.gate) if not reasons else \
+        GateDecision(False, reasons, {"champion_version": champion.version if champion else None})
+    decision.evidence["champion_version"] = champion.version if champion else None
+    kind = "gate_passed" if decision.passed else "gate_rejected"
+    summary = "; ".join(decision.reasons)
+    audit.record(EventRecord(spec.name, kind, summary, "gate", None, champion.version if champion else None,
+                             version, decision.evidence, request.request_id))
+    if decision.passed and not spec.gate.require_approval:
+        lifecycle.promote(spec.name, version, "gate", f"gate passed for v{version}", decision.evidence,
+                          request.request_id)
+    return decision
+
+
+def _champion_on_holdout(spec: TrainSpec, champion: VersionInfo, holdout: Any) -> tuple[dict[str, float] | None, list[str]]:
+    """The champion's metrics on the challenger's held-out split (the same data for both)."""
+    from modelyard.platform import tracking
+    from modelyard.trainers.evaluate import evaluate_model
+
+    x, y = holdout
+    info = tracking.load_dataset_info(champion.run_id or "")
+    n_classes = len(info.get("classes") or []) or 1
+    if list(info.get("input_shape", [])) != list(x.shape[1:]):
+        return None, [f"champion v{champion.version} reads inputs of shape {info.get('input_shape')}, "
+                      f"the challenger's held-out data has {list(x.shape[1:])}; promote by hand if intended"]
+    model = tracking.load_model(spec.name, champion.version)
+    evaluation = evaluate_model(model, x, y, spec.dataset.task, n_classes)
+    return evaluation.metrics, []

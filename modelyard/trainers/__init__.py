@@ -1,0 +1,1 @@
+"""Dataset + spec -> trained, evaluated Keras model. No MLflow, no Celery, no platform imports."""

@@ -1,0 +1,153 @@
+"""The training spec: what to train, on what, and how a new version is judged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modelyard.errors import SpecError
+
+BUILTIN_ARCHITECTURES = ("mlp", "cnn", "lstm", "gru")
+CLASSIFICATION_METRICS = (
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "roc_auc",
+    "log_loss",
+    "ece",
+)
+REGRESSION_METRICS = ("mae", "rmse")
+LOWER_IS_BETTER = frozenset({"log_loss", "ece", "mae", "rmse"})
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    source: str = Field(
+        description="'sklearn:digits', 'sklearn:breast_cancer', 'sklearn:wine', or a path to a "
+        ".csv, .parquet or .npz file (relative paths resolve against the spec's folder)."
+    )
+    label_column: str = Field("label", description="Label column of a CSV or Parquet file.")
+    feature_columns: list[str] | None = Field(
+        None, description="Feature columns of a CSV or Parquet file; default: every other column."
+    )
+    classes: list[int | str] | None = Field(
+        None, description="The declared label set; a label outside it is an error."
+    )
+    task: Literal["classification", "regression"] = "classification"
+    min_rows_per_class: int = Field(
+        5, ge=3, description="Fewer rows in a class than this cannot be split three ways."
+    )
+
+
+class ArchitectureSpec(_Strict):
+    name: str = Field(
+        description="A built-in ('mlp', 'cnn', 'lstm', 'gru') or a user builder "
+        "'package.module:function' returning a Keras model."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Passed to the builder.")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name in BUILTIN_ARCHITECTURES:
+            return name
+        module, sep, func = name.partition(":")
+        if not sep or not module or not func.isidentifier():
+            raise ValueError(
+                f"'{name}' is neither a built-in architecture ({', '.join(BUILTIN_ARCHITECTURES)}) "
+                "nor a builder written as 'package.module:function'"
+            )
+        return name
+
+
+class GateSpec(_Strict):
+    min_delta: float = Field(
+        0.0, ge=0, description="How much the primary metric must improve on the champion's."
+    )
+    tolerances: dict[str, float] = Field(
+        default_factory=dict,
+        description="Secondary metric -> how far it may regress against the champion.",
+    )
+    threshold: float | None = Field(
+        None, description="With no champion: the primary metric must reach this to promote."
+    )
+    require_approval: bool = Field(
+        False, description="Leave a passing version as challenger for a human to promote."
+    )
+
+
+class TrainSpec(_Strict):
+    name: str = Field(pattern=MODEL_NAME_PATTERN, description="The registered model's name.")
+    dataset: DatasetSpec
+    architecture: ArchitectureSpec
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    early_stopping_patience: int = Field(5, ge=0, description="0 turns early stopping off.")
+    seed: int = Field(0, ge=0)
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    primary_metric: str = "accuracy"
+    mixed_precision: bool = Field(True, description="Use mixed float16 when training on a GPU.")
+    gate: GateSpec = Field(default_factory=GateSpec)
+
+    @model_validator(mode="after")
+    def _metrics_fit_task(self) -> TrainSpec:
+        known = REGRESSION_METRICS if self.dataset.task == "regression" else CLASSIFICATION_METRICS
+        for field, metric in [("primary_metric", self.primary_metric)] + [
+            (f"gate.tolerances.{m}", m) for m in self.gate.tolerances
+        ]:
+            if metric not in known:
+                raise ValueError(
+                    f"{field}: '{metric}' is not a {self.dataset.task} metric "
+                    f"(one of {', '.join(known)})"
+                )
+        if self.validation_fraction + self.test_fraction >= 0.8:
+            raise ValueError("validation_fraction + test_fraction must leave 20% for training")
+        return self
+
+
+def describe_validation_error(err: ValidationError, where: str) -> str:
+    """One sentence naming the first bad field (and how many more there are)."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = len(err.errors()) - 1
+    tail = f" ({more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"invalid training spec {where}: field '{loc}': {msg}{tail}."
+
+
+def parse_spec(data: Any, where: str = "(inline)") -> TrainSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"invalid training spec {where}: expected a mapping at the top level.")
+    try:
+        return TrainSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(describe_validation_error(err, where)) from None
+
+
+def load_spec(path: str | Path) -> TrainSpec:
+    """Read a YAML spec; relative dataset paths are made absolute against its folder."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"training spec {path} does not exist.") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"training spec {path} is not valid YAML{line}.") from None
+    spec = parse_spec(data, str(path))
+    source = spec.dataset.source
+    if ":" not in source.split("/")[0] and not Path(source).is_absolute():
+        spec.dataset.source = str((path.parent / source).resolve())
+    return spec
