@@ -19,13 +19,22 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings()
     if settings.mode == "embedded":
         settings.ensure_folders()
-    app = Celery("modelyard", broker=settings.effective_broker_url, backend=settings.effective_result_backend,
-                 include=["modelyard.platform.tasks"])
+    app = Celery(
+        "modelyard",
+        broker=settings.effective_broker_url,
+        backend=settings.effective_result_backend,
+        include=["modelyard.platform.tasks"],
+    )
     transport: dict[str, object] = {"visibility_timeout": settings.effective_visibility_timeout}
     if settings.mode == "embedded":
         folder = str(settings.queue_folder)
-        transport.update(data_folder_in=folder, data_folder_out=folder, store_processed=False,
-                         control_folder=str(settings.root / "celery" / "control"), polling_interval=0.5)
+        transport.update(
+            data_folder_in=folder,
+            data_folder_out=folder,
+            store_processed=False,
+            control_folder=str(settings.root / "celery" / "control"),
+            polling_interval=0.5,
+        )
     else:  # look for the unacknowledged tasks of dead workers every redelivery_check_seconds
         transport.update(unacked_restore_interval=settings.redelivery_check_seconds, unacked_restore_throttle=1)
     soft = max(settings.train_time_limit - 60, settings.train_time_limit * 9 // 10)
@@ -45,9 +54,11 @@ def create_app(settings: Settings | None = None) -> Celery:
         result_backend_transport_options={"visibility_timeout": settings.effective_visibility_timeout},
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],
         task_default_queue="monitor",
-        task_routes={TRAIN_TASK: {"queue": "train", "routing_key": "train"},
-                     "modelyard.export*": {"queue": "export", "routing_key": "export"},
-                     "modelyard.monitor*": {"queue": "monitor", "routing_key": "monitor"}},
+        task_routes={
+            TRAIN_TASK: {"queue": "train", "routing_key": "train"},
+            "modelyard.export*": {"queue": "export", "routing_key": "export"},
+            "modelyard.monitor*": {"queue": "monitor", "routing_key": "monitor"},
+        },
         task_annotations={TRAIN_TASK: {"time_limit": settings.train_time_limit, "soft_time_limit": soft}},
         worker_hijack_root_logger=False,
         beat_schedule_filename=str(settings.run_folder / "beat-schedule"),

@@ -14,7 +14,9 @@ from rich.table import Table
 
 from modelyard.errors import ModelyardError
 
-cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Train, register, gate, promote and roll back models.")
+cli = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Train, register, gate, promote and roll back models."
+)
 out = Console()
 err = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -39,19 +41,19 @@ def main() -> None:
         sys.exit(code)
 
 
-def _settings():  # noqa: ANN202 - Settings, imported lazily
+def _settings():
     from modelyard.platform.settings import Settings
 
     return Settings()
 
 
-def _registry():  # noqa: ANN202
+def _registry():
     from modelyard.platform.mlflow_registry import MlflowRegistry
 
     return MlflowRegistry(_settings().tracking_uri)
 
 
-def _lifecycle():  # noqa: ANN202
+def _lifecycle():
     from modelyard.platform.audit import AuditLog
     from modelyard.platform.lifecycle import Lifecycle
 
@@ -99,7 +101,9 @@ def models(as_json: JsonOpt = False) -> None:
         return _print_json([m.as_dict() for m in found])
     table = Table("model", "latest", "champion", "challenger", "previous")
     for m in found:
-        table.add_row(m.name, m.latest_version or "-", *(m.aliases.get(a, "-") for a in ("champion", "challenger", "previous")))
+        table.add_row(
+            m.name, m.latest_version or "-", *(m.aliases.get(a, "-") for a in ("champion", "challenger", "previous"))
+        )
     out.print(table if found else "no registered models yet")
 
 
@@ -113,8 +117,14 @@ def versions(name: str, as_json: JsonOpt = False) -> None:
         return _print_json(rows)
     table = Table("version", "aliases", "trigger", "created", "dataset", "request")
     for r in rows:
-        table.add_row(r["version"], ", ".join(r["aliases"]) or "-", r["trigger"] or "-", r["created"],
-                      (r["dataset_sha256"] or "-")[:12], (r["request_id"] or "-")[:12])
+        table.add_row(
+            r["version"],
+            ", ".join(r["aliases"]) or "-",
+            r["trigger"] or "-",
+            r["created"],
+            (r["dataset_sha256"] or "-")[:12],
+            (r["request_id"] or "-")[:12],
+        )
     out.print(table)
 
 

@@ -50,8 +50,12 @@ def start_workers(settings: Settings, console: Console) -> subprocess.Popen | No
             console.print("using the running workers")
             return None
     console.print("starting workers (`modelyard up`) for the demo")
-    return subprocess.Popen([sys.executable, "-m", "modelyard.platform.cli", "up"], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "modelyard.platform.cli", "up"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def stop_workers(proc: subprocess.Popen | None) -> None:

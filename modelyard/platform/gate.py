@@ -38,7 +38,9 @@ def decide(
             return GateDecision(True, [f"no champion yet; {primary} {value:.4f} and no threshold set"], evidence)
         ok = improvement(primary, value, gate.threshold) >= 0
         verb = "meets" if ok else "misses"
-        return GateDecision(ok, [f"no champion yet; {primary} {value:.4f} {verb} the threshold {gate.threshold}"], evidence)
+        return GateDecision(
+            ok, [f"no champion yet; {primary} {value:.4f} {verb} the threshold {gate.threshold}"], evidence
+        )
     reasons: list[str] = []
     passed = True
     if primary not in champion:

@@ -29,7 +29,8 @@ class Lifecycle:
         events, done = [], []
         try:
             for alias, version in moves:
-                old = before[alias].version if before[alias] else None
+                current = before[alias]
+                old = current.version if current else None
                 if old == version:
                     continue
                 if version is None:
@@ -50,13 +51,21 @@ class Lifecycle:
             raise
         return events
 
-    def make_challenger(self, name: str, version: str, actor: str, reason: str, evidence: dict[str, Any],
-                        request_id: str | None = None) -> None:
+    def make_challenger(
+        self, name: str, version: str, actor: str, reason: str, evidence: dict[str, Any], request_id: str | None = None
+    ) -> None:
         registered = EventRecord(name, "registered", reason, actor, None, None, version, evidence, request_id)
         self._move(name, [("challenger", version)], actor, "newest candidate", {}, request_id, (registered,))
 
-    def promote(self, name: str, version: str, actor: str, reason: str, evidence: dict[str, Any] | None = None,
-                request_id: str | None = None) -> list[EventRecord]:
+    def promote(
+        self,
+        name: str,
+        version: str,
+        actor: str,
+        reason: str,
+        evidence: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> list[EventRecord]:
         """version becomes champion; the old champion becomes previous."""
         self.registry.get_version(name, version)  # unknown version: NotFoundError before any change
         champion = self.registry.get_alias(name, "champion")

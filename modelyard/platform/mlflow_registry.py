@@ -111,9 +111,7 @@ class MlflowRegistry(Registry):
         return self._info(min(found, key=lambda mv: int(mv.version))) if found else None
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
-        self._call(
-            f"tag '{name}/{version}'", lambda: self.client.set_model_version_tag(name, version, key, value)
-        )
+        self._call(f"tag '{name}/{version}'", lambda: self.client.set_model_version_tag(name, version, key, value))
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         run = self._call(f"run {run_id}", lambda: self.client.get_run(run_id))

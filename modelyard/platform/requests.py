@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,8 +40,11 @@ class RequestStore:
         """Record a request as queued; False when the id is known already."""
         try:
             with self._sessions.begin() as session:
-                session.add(TrainingRequest(request_id=request_id, model=model, status="queued",
-                                            trigger=trigger, spec=spec, attempts=0))
+                session.add(
+                    TrainingRequest(
+                        request_id=request_id, model=model, status="queued", trigger=trigger, spec=spec, attempts=0
+                    )
+                )
             return True
         except IntegrityError:
             return False
@@ -57,12 +60,20 @@ class RequestStore:
             taken = session.execute(
                 update(TrainingRequest)
                 .where(TrainingRequest.request_id == request_id)
-                .where(or_(
-                    TrainingRequest.status == "queued",
-                    TrainingRequest.status.in_(("running", "registering")) & (TrainingRequest.heartbeat_at < cutoff),
-                ))
-                .values(status="running", owner=owner, heartbeat_at=now, attempts=TrainingRequest.attempts + 1,
-                        updated_at=now)
+                .where(
+                    or_(
+                        TrainingRequest.status == "queued",
+                        TrainingRequest.status.in_(("running", "registering"))
+                        & (TrainingRequest.heartbeat_at < cutoff),
+                    )
+                )
+                .values(
+                    status="running",
+                    owner=owner,
+                    heartbeat_at=now,
+                    attempts=TrainingRequest.attempts + 1,
+                    updated_at=now,
+                )
             ).rowcount
         row = self.get(request_id)
         assert row is not None, f"request {request_id} was never created"
@@ -94,10 +105,8 @@ class RequestStore:
 
         def beat() -> None:
             while not stop.wait(every):
-                try:
+                with suppress(Exception):  # a missed beat is harmless; the next one may succeed
                     self.update(request_id, owner, heartbeat_at=utcnow())
-                except Exception:  # a missed beat is harmless; the next one may succeed
-                    pass
 
         thread = threading.Thread(target=beat, name=f"heartbeat-{request_id}", daemon=True)
         thread.start()
@@ -112,7 +121,8 @@ class RequestStore:
         cutoff = utcnow() - self.stale_after
         with self._sessions() as session:
             query = select(TrainingRequest).where(
-                TrainingRequest.status.in_(("running", "registering")), TrainingRequest.heartbeat_at < cutoff)
+                TrainingRequest.status.in_(("running", "registering")), TrainingRequest.heartbeat_at < cutoff
+            )
             return list(session.scalars(query))
 
     def for_model(self, model: str) -> list[TrainingRequest]:

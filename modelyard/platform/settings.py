@@ -88,6 +88,11 @@ class Settings(BaseSettings):
 
     def ensure_folders(self) -> None:
         """Create the embedded-mode folders (harmless in server mode)."""
-        for path in (self.queue_folder, self.root / "celery" / "results", self.root / "celery" / "control",
-                     self.run_folder, self.root / "mlartifacts"):
+        for path in (
+            self.queue_folder,
+            self.root / "celery" / "results",
+            self.root / "celery" / "control",
+            self.run_folder,
+            self.root / "mlartifacts",
+        ):
             path.mkdir(parents=True, exist_ok=True)

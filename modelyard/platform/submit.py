@@ -19,7 +19,10 @@ class Submitted:
 
 
 def submit_training(
-    settings: Settings, spec_path: Path | str, request_id: str, trigger: str = "manual",
+    settings: Settings,
+    spec_path: Path | str,
+    request_id: str,
+    trigger: str = "manual",
     overrides: dict[str, Any] | None = None,
 ) -> Submitted:
     """Validate the spec (and a local dataset) here, record the request, queue it."""
@@ -63,8 +66,13 @@ def follow(settings: Settings, request_id: str, quiet: bool = False, timeout: fl
     result = AsyncResult(request_id, app=app)
     started = time.monotonic()
     hinted = False
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("{task.fields[logs]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[logs]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, disable=quiet, transient=True) as bar:
         task = bar.add_task("queued", total=None, logs="")
         while True:
@@ -77,8 +85,13 @@ def follow(settings: Settings, request_id: str, quiet: bool = False, timeout: fl
                 info = result.info
                 logs = info.get("logs") or {}
                 shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "val_loss", "val_accuracy"))
-                bar.update(task, description=info.get("stage", "training"), total=info.get("epochs"),
-                           completed=info.get("epoch", 0), logs=shown)
+                bar.update(
+                    task,
+                    description=info.get("stage", "training"),
+                    total=info.get("epochs"),
+                    completed=info.get("epoch", 0),
+                    logs=shown,
+                )
             elif state == "PENDING" and not hinted and time.monotonic() - started > 5:
                 hinted = True
                 bar.console.print("waiting for a train worker (start workers with `modelyard up`)")

@@ -29,11 +29,29 @@ def worker_argv(settings: Settings, queues: list[str], concurrency: int | None, 
     unknown = [q for q in queues if q not in QUEUES]
     if unknown or not queues:
         raise ModelyardError(f"unknown queue '{unknown[0] if unknown else ''}' (queues: {', '.join(QUEUES)}).")
-    argv = [sys.executable, "-m", "celery", "-A", APP, "worker", "-Q", ",".join(queues),
-            "-n", f"{'+'.join(queues)}-{os.getpid()}@%h", "-l", loglevel, "--prefetch-multiplier", "1", "-O", "fair"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        APP,
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-n",
+        f"{'+'.join(queues)}-{os.getpid()}@%h",
+        "-l",
+        loglevel,
+        "--prefetch-multiplier",
+        "1",
+        "-O",
+        "fair",
+    ]
     if "train" in queues:
         if len(queues) > 1:
-            raise ModelyardError("the train queue needs a worker of its own (one process per GPU, a fresh child per task).")
+            raise ModelyardError(
+                "the train queue needs a worker of its own (one process per GPU, a fresh child per task)."
+            )
         # A fresh child per training: TensorFlow never gives GPU memory back, CUDA does not survive fork.
         argv += ["--pool", "prefork", "--concurrency", str(concurrency or 1), "--max-tasks-per-child", "1"]
     else:
@@ -82,11 +100,23 @@ class Supervisor:
         self.console = console
         self.grace = grace
         self.stopping = 0
-        beat = [sys.executable, "-m", "celery", "-A", APP, "beat", "-l", "INFO",
-                "-s", str(settings.run_folder / "beat-schedule")]
-        self.children = [Child("train", worker_argv(settings, ["train"], None)),
-                         Child("export+monitor", worker_argv(settings, ["export", "monitor"], 2)),
-                         Child("beat", beat)]
+        beat = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            APP,
+            "beat",
+            "-l",
+            "INFO",
+            "-s",
+            str(settings.run_folder / "beat-schedule"),
+        ]
+        self.children = [
+            Child("train", worker_argv(settings, ["train"], None)),
+            Child("export+monitor", worker_argv(settings, ["export", "monitor"], 2)),
+            Child("beat", beat),
+        ]
 
     @property
     def pidfile(self) -> Path:
@@ -112,9 +142,9 @@ class Supervisor:
                     for rid in recover_abandoned(self.settings):
                         self.console.print(f"requeued abandoned training {rid}")
                 for child in self.children:
-                    if child.proc and child.proc.poll() is not None and not self.stopping:
-                        if not self._restart(child, logs):
-                            return 1
+                    died = child.proc and child.proc.poll() is not None and not self.stopping
+                    if died and not self._restart(child, logs):
+                        return 1
                 time.sleep(0.5)
             return 0
         finally:

@@ -62,16 +62,24 @@ def flat_params(spec: TrainSpec) -> dict[str, str]:
 
 def log_datasets(ds: Dataset, split: Split, model: str) -> None:
     import mlflow
+    from mlflow.data.numpy_dataset import from_numpy
 
-    for context, x, y in (("training", split.x_train, split.y_train), ("validation", split.x_val, split.y_val),
-                          ("test", split.x_test, split.y_test)):
+    for context, x, y in (
+        ("training", split.x_train, split.y_train),
+        ("validation", split.x_val, split.y_val),
+        ("test", split.x_test, split.y_test),
+    ):
         key = {"training": "train", "validation": "validation", "test": "test"}[context]
-        data = mlflow.data.from_numpy(x, targets=y, name=f"{model}-{key}", digest=split.hashes[key][:36])
+        data = from_numpy(x, targets=y, name=f"{model}-{key}", digest=split.hashes[key][:36])
         mlflow.log_input(data, context=context, tags={"source": ds.source, "sha256": split.hashes[key]})
 
 
 def log_outputs(
-    spec: TrainSpec, ds: Dataset, split: Split, result: TrainResult, evaluation: Evaluation,
+    spec: TrainSpec,
+    ds: Dataset,
+    split: Split,
+    result: TrainResult,
+    evaluation: Evaluation,
     baseline: tuple[str, Evaluation],
 ) -> None:
     """Metrics and artifacts of a finished training (everything but the model itself)."""
@@ -80,29 +88,50 @@ def log_outputs(
 
     mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
     mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline[1].metrics.items()})
-    mlflow.log_metrics({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                        "fit_seconds": result.fit_seconds})
+    mlflow.log_metrics(
+        {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "fit_seconds": result.fit_seconds}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "metrics.json").write_text(json.dumps({
-            "test": evaluation.metrics, "baseline": {"name": baseline[0], **baseline[1].metrics},
-        }, indent=2))
-        (folder / "dataset.json").write_text(json.dumps({
-            "source": ds.source, "sha256": ds.content_hash, "splits": split.hashes, "classes": ds.classes,
-            "features": ds.feature_names, "input_shape": list(ds.x.shape[1:]), "task": ds.task,
-        }, indent=2, default=str))
+        (folder / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "test": evaluation.metrics,
+                    "baseline": {"name": baseline[0], **baseline[1].metrics},
+                },
+                indent=2,
+            )
+        )
+        (folder / "dataset.json").write_text(
+            json.dumps(
+                {
+                    "source": ds.source,
+                    "sha256": ds.content_hash,
+                    "splits": split.hashes,
+                    "classes": ds.classes,
+                    "features": ds.feature_names,
+                    "input_shape": list(ds.x.shape[1:]),
+                    "task": ds.task,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         (folder / "history.json").write_text(json.dumps(result.history))
         (folder / "hardware.json").write_text(json.dumps(result.device.as_dict()))
         if evaluation.confusion:
-            (folder / "confusion_matrix.json").write_text(json.dumps(
-                {"classes": ds.classes, "matrix": evaluation.confusion}, default=str))
+            (folder / "confusion_matrix.json").write_text(
+                json.dumps({"classes": ds.classes, "matrix": evaluation.confusion}, default=str)
+            )
             save_confusion_png(evaluation.confusion, ds.classes, folder / "confusion_matrix.png")
         mlflow.log_artifacts(str(folder), "evaluation")
         np.savez_compressed(folder / "holdout.npz", x=split.x_test, y=split.y_test)
         mlflow.log_artifact(str(folder / "holdout.npz"), "holdout")
         rows = np.random.default_rng(spec.seed).permutation(len(split.x_train))[:REFERENCE_ROWS]
         flat = split.x_train[rows].reshape(len(rows), -1)
-        columns = ds.feature_names if len(ds.feature_names) == flat.shape[1] else [f"f{i}" for i in range(flat.shape[1])]
+        columns = (
+            ds.feature_names if len(ds.feature_names) == flat.shape[1] else [f"f{i}" for i in range(flat.shape[1])]
+        )
         reference = pd.DataFrame(flat, columns=columns)
         reference["label"] = split.y_train[rows]
         reference.to_parquet(folder / "reference_sample.parquet")
@@ -119,15 +148,20 @@ def log_keras_model(model: Any, split: Split) -> str:
 
     example = split.x_test[:2]
     signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}",
-                    f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"]
+    requirements = [
+        f"tensorflow=={tf.__version__}",
+        f"keras=={keras.__version__}",
+        f"mlflow=={mlflow.__version__}",
+        f"numpy=={np.__version__}",
+    ]
     # mlflow.keras.log_model writes the input example before creating its folder (MLflow 3.17),
     # so save into a folder made here and log that folder as the run's `model` artifact.
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model"
         path.mkdir()
-        mlflow.keras.save_model(model, str(path), signature=signature, input_example=example,
-                                pip_requirements=requirements)
+        mlflow.keras.save_model(
+            model, str(path), signature=signature, input_example=example, pip_requirements=requirements
+        )
         mlflow.log_artifacts(str(path), "model")
     run = mlflow.active_run()
     assert run is not None, "log_keras_model needs an active run"

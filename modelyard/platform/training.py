@@ -63,9 +63,15 @@ def run_training(settings: Settings, request: TrainRequest, progress: Progress |
         raise Busy(request.request_id, claim.row.owner, retry_in=settings.heartbeat_seconds)
     audit = AuditLog(settings)
     if claim.row.attempts > 1:
-        audit.record(EventRecord(spec.name, "training_resumed", f"attempt {claim.row.attempts}: the previous "
-                                 "worker stopped before finishing; this one takes over", owner,
-                                 request_id=request.request_id))
+        audit.record(
+            EventRecord(
+                spec.name,
+                "training_resumed",
+                f"attempt {claim.row.attempts}: the previous worker stopped before finishing; this one takes over",
+                owner,
+                request_id=request.request_id,
+            )
+        )
     try:
         with store.heartbeat(request.request_id, owner, settings.heartbeat_seconds):
             result = _train_register_gate(settings, request, spec, store, audit, owner, report)
@@ -86,8 +92,13 @@ def run_training(settings: Settings, request: TrainRequest, progress: Progress |
 
 
 def _train_register_gate(
-    settings: Settings, request: TrainRequest, spec: TrainSpec, store: RequestStore, audit: AuditLog,
-    owner: str, report: Progress,
+    settings: Settings,
+    request: TrainRequest,
+    spec: TrainSpec,
+    store: RequestStore,
+    audit: AuditLog,
+    owner: str,
+    report: Progress,
 ) -> dict[str, Any]:
     from modelyard.platform import tracking
 
@@ -103,11 +114,11 @@ def _train_register_gate(
     else:  # a previous attempt registered it, then died: resume at the gate
         version, run_id = existing.version, existing.run_id or ""
         holdout = tracking.load_holdout(run_id)
-        metrics = {k.removeprefix("test_"): v for k, v in registry.run_metrics(run_id).items()
-                   if k.startswith("test_")}
+        metrics = {k.removeprefix("test_"): v for k, v in registry.run_metrics(run_id).items() if k.startswith("test_")}
         if not any(e.to_version == version for e in audit.history(spec.name, ("registered",))):
-            lifecycle.make_challenger(spec.name, version, owner, "registered by a resumed attempt", metrics,
-                                      request.request_id)
+            lifecycle.make_challenger(
+                spec.name, version, owner, "registered by a resumed attempt", metrics, request.request_id
+            )
     store.update(request.request_id, owner, status="registering", version=version, run_id=run_id)
     report({"stage": "gate", "version": version})
     t = time.perf_counter()
@@ -115,9 +126,15 @@ def _train_register_gate(
     timings["gate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     return {
-        "request_id": request.request_id, "model": spec.name, "version": version, "run_id": run_id,
-        "status": _status(decision, spec), "gate": decision.as_dict() if decision else None,
-        "metrics": metrics, "timings": timings, "duplicate": False,
+        "request_id": request.request_id,
+        "model": spec.name,
+        "version": version,
+        "run_id": run_id,
+        "status": _status(decision, spec),
+        "gate": decision.as_dict() if decision else None,
+        "metrics": metrics,
+        "timings": timings,
+        "duplicate": False,
     }
 
 
@@ -139,8 +156,14 @@ def _registered_before(registry: MlflowRegistry, name: str, request_id: str) -> 
 
 
 def _train_and_register(
-    settings: Settings, request: TrainRequest, spec: TrainSpec, store: RequestStore, lifecycle: Lifecycle,
-    owner: str, report: Progress, timings: dict[str, float],
+    settings: Settings,
+    request: TrainRequest,
+    spec: TrainSpec,
+    store: RequestStore,
+    lifecycle: Lifecycle,
+    owner: str,
+    report: Progress,
+    timings: dict[str, float],
 ) -> tuple[str, str, Any, dict[str, float]]:
     import mlflow
 
@@ -155,8 +178,13 @@ def _train_and_register(
     timings["load_s"] = time.perf_counter() - t
     experiment = tracking.experiment_for(settings, spec.name)
     with mlflow.start_run(experiment_id=experiment, run_name=f"{spec.name}-{request.request_id[:8]}") as run:
-        mlflow.set_tags({f"{TAG_PREFIX}request_id": request.request_id, f"{TAG_PREFIX}trigger": request.trigger,
-                         f"{TAG_PREFIX}worker": owner})
+        mlflow.set_tags(
+            {
+                f"{TAG_PREFIX}request_id": request.request_id,
+                f"{TAG_PREFIX}trigger": request.trigger,
+                f"{TAG_PREFIX}worker": owner,
+            }
+        )
         mlflow.log_params(tracking.flat_params(spec))
         tracking.log_datasets(ds, split, spec.name)
         store.update(request.request_id, owner, run_id=run.info.run_id)
@@ -173,8 +201,9 @@ def _train_and_register(
         t = time.perf_counter()
         evaluation = evaluate.evaluate_model(result.model, split.x_test, split.y_test, ds.task, n_outputs)
         base = evaluate.baseline(split, ds.task, n_outputs, spec.seed)
-        beats = evaluate.beats(spec.primary_metric, evaluation.metrics[spec.primary_metric],
-                               base[1].metrics[spec.primary_metric])
+        beats = evaluate.beats(
+            spec.primary_metric, evaluation.metrics[spec.primary_metric], base[1].metrics[spec.primary_metric]
+        )
         timings["evaluate_s"] = time.perf_counter() - t
         t = time.perf_counter()
         mlflow.set_tags({f"{TAG_PREFIX}device": result.device.device, f"{TAG_PREFIX}beats_baseline": str(beats)})
@@ -183,23 +212,41 @@ def _train_and_register(
         timings["log_s"] = time.perf_counter() - t
         report({"stage": "registering"})
         t = time.perf_counter()
-        tags = {f"{TAG_PREFIX}request_id": request.request_id, f"{TAG_PREFIX}dataset_sha256": ds.content_hash,
-                f"{TAG_PREFIX}trigger": request.trigger, f"{TAG_PREFIX}parent_version": request.parent_version or "",
-                f"{TAG_PREFIX}device": result.device.device, f"{TAG_PREFIX}beats_baseline": str(beats)}
+        tags = {
+            f"{TAG_PREFIX}request_id": request.request_id,
+            f"{TAG_PREFIX}dataset_sha256": ds.content_hash,
+            f"{TAG_PREFIX}trigger": request.trigger,
+            f"{TAG_PREFIX}parent_version": request.parent_version or "",
+            f"{TAG_PREFIX}device": result.device.device,
+            f"{TAG_PREFIX}beats_baseline": str(beats),
+        }
         store.update(request.request_id, owner, status="registering")
         version = tracking.register(model_uri, spec.name, tags)
         store.update(request.request_id, owner, version=version)
-        evidence = {"metrics": evaluation.metrics, "baseline": base[0], "beats_baseline": beats,
-                    "device": result.device.as_dict(), "dataset_sha256": ds.content_hash, "run_id": run.info.run_id}
-        lifecycle.make_challenger(spec.name, version, owner, f"trained ({request.trigger})", evidence,
-                                  request.request_id)
+        evidence = {
+            "metrics": evaluation.metrics,
+            "baseline": base[0],
+            "beats_baseline": beats,
+            "device": result.device.as_dict(),
+            "dataset_sha256": ds.content_hash,
+            "run_id": run.info.run_id,
+        }
+        lifecycle.make_challenger(
+            spec.name, version, owner, f"trained ({request.trigger})", evidence, request.request_id
+        )
         timings["register_s"] = time.perf_counter() - t
     return version, run.info.run_id, (split.x_test, split.y_test), evaluation.metrics
 
 
 def _gate(
-    spec: TrainSpec, version: str, holdout: Any, metrics: dict[str, float], registry: MlflowRegistry,
-    lifecycle: Lifecycle, audit: AuditLog, request: TrainRequest,
+    spec: TrainSpec,
+    version: str,
+    holdout: Any,
+    metrics: dict[str, float],
+    registry: MlflowRegistry,
+    lifecycle: Lifecycle,
+    audit: AuditLog,
+    request: TrainRequest,
 ) -> GateDecision | None:
     gated = [e for e in audit.history(spec.name, ("gate_passed", "gate_rejected")) if e.to_version == version]
     if gated:  # this version was judged by an earlier attempt
@@ -209,20 +256,37 @@ def _gate(
     reasons: list[str] = []
     if champion is not None:
         champion_metrics, reasons = _champion_on_holdout(spec, champion, holdout)
-    decision = decide(spec.primary_metric, metrics, champion_metrics, spec.gate) if not reasons else \
-        GateDecision(False, reasons, {"champion_version": champion.version if champion else None})
+    decision = (
+        decide(spec.primary_metric, metrics, champion_metrics, spec.gate)
+        if not reasons
+        else GateDecision(False, reasons, {"champion_version": champion.version if champion else None})
+    )
     decision.evidence["champion_version"] = champion.version if champion else None
     kind = "gate_passed" if decision.passed else "gate_rejected"
     summary = "; ".join(decision.reasons)
-    audit.record(EventRecord(spec.name, kind, summary, "gate", None, champion.version if champion else None,
-                             version, decision.evidence, request.request_id))
+    audit.record(
+        EventRecord(
+            spec.name,
+            kind,
+            summary,
+            "gate",
+            None,
+            champion.version if champion else None,
+            version,
+            decision.evidence,
+            request.request_id,
+        )
+    )
     if decision.passed and not spec.gate.require_approval:
-        lifecycle.promote(spec.name, version, "gate", f"gate passed for v{version}", decision.evidence,
-                          request.request_id)
+        lifecycle.promote(
+            spec.name, version, "gate", f"gate passed for v{version}", decision.evidence, request.request_id
+        )
     return decision
 
 
-def _champion_on_holdout(spec: TrainSpec, champion: VersionInfo, holdout: Any) -> tuple[dict[str, float] | None, list[str]]:
+def _champion_on_holdout(
+    spec: TrainSpec, champion: VersionInfo, holdout: Any
+) -> tuple[dict[str, float] | None, list[str]]:
     """The champion's metrics on the challenger's held-out split (the same data for both)."""
     from modelyard.platform import tracking
     from modelyard.trainers.evaluate import evaluate_model
@@ -231,8 +295,10 @@ def _champion_on_holdout(spec: TrainSpec, champion: VersionInfo, holdout: Any) -
     info = tracking.load_dataset_info(champion.run_id or "")
     n_classes = len(info.get("classes") or []) or 1
     if list(info.get("input_shape", [])) != list(x.shape[1:]):
-        return None, [f"champion v{champion.version} reads inputs of shape {info.get('input_shape')}, "
-                      f"the challenger's held-out data has {list(x.shape[1:])}; promote by hand if intended"]
+        return None, [
+            f"champion v{champion.version} reads inputs of shape {info.get('input_shape')}, "
+            f"the challenger's held-out data has {list(x.shape[1:])}; promote by hand if intended"
+        ]
     model = tracking.load_model(spec.name, champion.version)
     evaluation = evaluate_model(model, x, y, spec.dataset.task, n_classes)
     return evaluation.metrics, []

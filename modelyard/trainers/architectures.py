@@ -101,7 +101,7 @@ def _as_sequence_shape(x_train: np.ndarray) -> tuple[int, int]:
     raise ArchitectureError(f"a recurrent architecture cannot read inputs of shape {shape}.")
 
 
-def _recurrent(cell: str):  # noqa: ANN202 - returns a builder with the same signature as the others
+def _recurrent(cell: str):
     def build(
         x_train: np.ndarray,
         n_outputs: int,
@@ -144,13 +144,9 @@ def _build_user(spec: ArchitectureSpec, input_shape: tuple[int, ...], n_outputs:
     except Exception as err:  # the user's code: report its failure in one sentence
         raise ArchitectureError(f"architecture '{spec.name}' failed to build: {type(err).__name__}: {err}.") from None
     if not isinstance(model, keras.Model):
-        raise ArchitectureError(
-            f"architecture '{spec.name}' returned {type(model).__name__}, not a keras.Model."
-        )
+        raise ArchitectureError(f"architecture '{spec.name}' returned {type(model).__name__}, not a keras.Model.")
     want = 1 if task == "regression" else n_outputs
     got = model.outputs[0].shape[-1] if model.outputs else None
     if got != want:
-        raise ArchitectureError(
-            f"architecture '{spec.name}' outputs {got} values per row; this dataset needs {want}."
-        )
+        raise ArchitectureError(f"architecture '{spec.name}' outputs {got} values per row; this dataset needs {want}.")
     return model

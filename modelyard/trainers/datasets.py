@@ -191,7 +191,7 @@ def _encode(x: np.ndarray, y: np.ndarray, names: list[str], spec: DatasetSpec, w
     if len(classes) < 2:
         raise DatasetError(f"dataset {where} has a single class; classification needs two or more.")
     counts = np.bincount(encoded, minlength=len(classes))
-    for cls, count in zip(classes, counts):
+    for cls, count in zip(classes, counts, strict=False):
         if count < spec.min_rows_per_class:
             raise DatasetError(
                 f"class {cls!r} has {count} row{'s' if count != 1 else ''} in dataset {where}; "

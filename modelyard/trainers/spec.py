@@ -37,13 +37,9 @@ class DatasetSpec(_Strict):
     feature_columns: list[str] | None = Field(
         None, description="Feature columns of a CSV or Parquet file; default: every other column."
     )
-    classes: list[int | str] | None = Field(
-        None, description="The declared label set; a label outside it is an error."
-    )
+    classes: list[int | str] | None = Field(None, description="The declared label set; a label outside it is an error.")
     task: Literal["classification", "regression"] = "classification"
-    min_rows_per_class: int = Field(
-        5, ge=3, description="Fewer rows in a class than this cannot be split three ways."
-    )
+    min_rows_per_class: int = Field(5, ge=3, description="Fewer rows in a class than this cannot be split three ways.")
 
 
 class ArchitectureSpec(_Strict):
@@ -68,9 +64,7 @@ class ArchitectureSpec(_Strict):
 
 
 class GateSpec(_Strict):
-    min_delta: float = Field(
-        0.0, ge=0, description="How much the primary metric must improve on the champion's."
-    )
+    min_delta: float = Field(0.0, ge=0, description="How much the primary metric must improve on the champion's.")
     tolerances: dict[str, float] = Field(
         default_factory=dict,
         description="Secondary metric -> how far it may regress against the champion.",
@@ -78,9 +72,7 @@ class GateSpec(_Strict):
     threshold: float | None = Field(
         None, description="With no champion: the primary metric must reach this to promote."
     )
-    require_approval: bool = Field(
-        False, description="Leave a passing version as challenger for a human to promote."
-    )
+    require_approval: bool = Field(False, description="Leave a passing version as challenger for a human to promote.")
 
 
 class TrainSpec(_Strict):
@@ -105,10 +97,7 @@ class TrainSpec(_Strict):
             (f"gate.tolerances.{m}", m) for m in self.gate.tolerances
         ]:
             if metric not in known:
-                raise ValueError(
-                    f"{field}: '{metric}' is not a {self.dataset.task} metric "
-                    f"(one of {', '.join(known)})"
-                )
+                raise ValueError(f"{field}: '{metric}' is not a {self.dataset.task} metric (one of {', '.join(known)})")
         if self.validation_fraction + self.test_fraction >= 0.8:
             raise ValueError("validation_fraction + test_fraction must leave 20% for training")
         return self

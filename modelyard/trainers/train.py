@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,10 +48,8 @@ def configure_devices(mixed_precision: bool) -> tuple[DeviceInfo, Any]:
 
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
-        try:
+        with suppress(RuntimeError):  # already initialized in this process: growth is set once
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialized in this process: growth is set once
-            pass
     if not gpus:
         keras.mixed_precision.set_global_policy("float32")
         return DeviceInfo(device="CPU"), tf.distribute.get_strategy()
@@ -76,9 +75,7 @@ def fit(spec: TrainSpec, split: Split, n_outputs: int, on_epoch_end: EpochCallba
             loss, metrics = "mse", ["mae"]
         else:
             loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate), loss=loss, metrics=metrics
-        )
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate), loss=loss, metrics=metrics)
     callbacks: list[Any] = []
     if spec.early_stopping_patience:
         callbacks.append(

@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny specs and settings for a temporary home.
+
+Service fixtures (Redis, PostgreSQL, an MLflow server, Celery workers) live in
+tests/integration/conftest.py and start real processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def tiny_spec(name: str = "digits", **overrides: Any) -> dict[str, Any]:
+    """A CNN on digits that trains in about a second."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "dataset": {"source": "sklearn:digits"},
+        "architecture": {"name": "cnn", "params": {"filters": [4], "dense_units": 8, "dropout": 0.0}},
+        "epochs": 2,
+        "batch_size": 64,
+        "learning_rate": 0.005,
+        "seed": 1,
+    }
+    spec.update(overrides)
+    return spec
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def settings(home: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - Settings
+    """Embedded-mode settings under a temporary home, also exported for code that reads the env."""
+    from modelyard.platform.settings import Settings
+
+    for key in list(os.environ):
+        if key.startswith("MODELYARD_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("MODELYARD_HOME", str(home))
+    return Settings()

@@ -1,0 +1,106 @@
+"""Server mode: Redis broker and results, an `mlflow server` on PostgreSQL, the platform
+database on PostgreSQL, and real `modelyard worker` processes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_spec
+from tests.integration.conftest import env_of
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server_settings(tmp_path: Path, redis_url: str, pg_url: str, mlflow_server: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    from modelyard.platform.settings import Settings
+
+    env = {
+        "MODELYARD_HOME": str(tmp_path / "home"),
+        "MODELYARD_BROKER_URL": redis_url,
+        "MODELYARD_RESULT_BACKEND": redis_url,
+        "MODELYARD_MLFLOW_TRACKING_URI": mlflow_server,
+        "MODELYARD_DATABASE_URL": pg_url,
+        # Short enough that a killed worker's task comes back within the test.
+        "MODELYARD_VISIBILITY_TIMEOUT": "8",
+        "MODELYARD_REDELIVERY_CHECK_SECONDS": "1",
+        "MODELYARD_HEARTBEAT_SECONDS": "1",
+        "MODELYARD_STALE_AFTER_SECONDS": "4",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.mode == "server"
+    return settings
+
+
+def write_spec(folder: Path, spec: dict) -> Path:
+    path = folder / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_train_registers_promotes_and_dedups_on_redis(server_settings, start_worker, tmp_path: Path) -> None:
+    from modelyard.platform.audit import AuditLog
+    from modelyard.platform.mlflow_registry import MlflowRegistry
+    from modelyard.platform.submit import follow, submit_training
+
+    name = f"srv-{uuid.uuid4().hex[:6]}"
+    spec = write_spec(tmp_path, tiny_spec(name))
+    first = submit_training(server_settings, spec, "req-1-" + name)
+    second = submit_training(server_settings, spec, "req-1-" + name)  # the same request id, sent again
+    worker = start_worker(env_of(server_settings))
+
+    result = follow(server_settings, first.request_id, quiet=True, timeout=240)
+    deadline = time.monotonic() + 120
+    done = f"Task modelyard.train[{first.request_id}] succeeded"
+    while worker.text().count(done) < 2:  # Celery keeps the first success; the log shows the second delivery
+        assert time.monotonic() < deadline, "the second delivery was never answered"
+        time.sleep(0.2)
+
+    registry = MlflowRegistry(server_settings.tracking_uri)
+    assert first.new and not second.new
+    assert result["status"] == "promoted" and result["version"] == "1"
+    assert "'duplicate': True" in worker.text()
+    assert [v.version for v in registry.list_versions(name)] == ["1"]
+    champion = registry.get_alias(name, "champion")
+    assert champion is not None and champion.version == "1"
+    assert champion.tags["modelyard.request_id"] == "req-1-" + name
+    assert len(champion.tags["modelyard.dataset_sha256"]) == 64
+    kinds = [e.kind for e in AuditLog(server_settings).history(name)]
+    assert kinds[:3] == ["registered", "alias_set", "gate_passed"]
+    assert "alias_set" in kinds[3:]
+
+
+def test_worker_killed_mid_epoch_is_redelivered_and_registers_once(server_settings, start_worker, tmp_path: Path) -> None:
+    from celery.result import AsyncResult
+
+    from modelyard.platform.audit import AuditLog
+    from modelyard.platform.celery_app import create_app
+    from modelyard.platform.mlflow_registry import MlflowRegistry
+    from modelyard.platform.submit import follow, submit_training
+
+    name = f"kill-{uuid.uuid4().hex[:6]}"
+    spec = write_spec(tmp_path, tiny_spec(name, epochs=25, early_stopping_patience=0))
+    doomed = start_worker(env_of(server_settings))
+    submitted = submit_training(server_settings, spec, "req-kill-" + name)
+    progress = AsyncResult(submitted.request_id, app=create_app(server_settings))
+    deadline = time.monotonic() + 180
+    while not (progress.state == "PROGRESS" and (progress.info or {}).get("epoch", 0) >= 2):
+        assert time.monotonic() < deadline, f"training never reached epoch 2: {doomed.text()[-2000:]}"
+        time.sleep(0.1)
+
+    doomed.kill()
+    start_worker(env_of(server_settings))
+    result = follow(server_settings, submitted.request_id, quiet=True, timeout=300)
+
+    assert result["version"] == "1"
+    assert [v.version for v in MlflowRegistry(server_settings.tracking_uri).list_versions(name)] == ["1"]
+    kinds = [e.kind for e in AuditLog(server_settings).history(name)]
+    assert "training_resumed" in kinds
+    assert kinds.count("registered") == 1
