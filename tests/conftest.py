@@ -38,7 +38,7 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(home: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - Settings
+def settings(home: Path, monkeypatch: pytest.MonkeyPatch):
     """Embedded-mode settings under a temporary home, also exported for code that reads the env."""
     from modelyard.platform.settings import Settings
 

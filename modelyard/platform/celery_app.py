@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Celery:
             data_folder_out=folder,
             store_processed=False,
             control_folder=str(settings.root / "celery" / "control"),
-            polling_interval=0.5,
+            polling_interval=0.1,
         )
     else:  # look for the unacknowledged tasks of dead workers every redelivery_check_seconds
         transport.update(unacked_restore_interval=settings.redelivery_check_seconds, unacked_restore_throttle=1)

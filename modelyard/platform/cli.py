@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -24,6 +25,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 def main() -> None:
     """Entry point: a user error is one red sentence and exit code 1, never a stack trace."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's INFO lines are not for CLI users
     try:
         cli(standalone_mode=False)
     except ModelyardError as e:
@@ -191,8 +193,6 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run a Celery worker with the flags its queues need (replaces this process)."""
-    import os
-
     from modelyard.platform.supervisor import worker_argv
 
     argv = worker_argv(_settings(), queues.split(","), concurrency, loglevel)

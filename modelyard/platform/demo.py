@@ -15,7 +15,15 @@ from rich.console import Console
 from modelyard.errors import ModelyardError, NotFoundError
 from modelyard.platform.settings import Settings
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+def examples_folder() -> Path:
+    """The checkout's examples/ (editable install), else ./examples (the Docker image's /app)."""
+    for folder in (Path(__file__).resolve().parents[2] / "examples", Path.cwd() / "examples"):
+        if (folder / STEPS[0][1]).is_file():
+            return folder
+    raise ModelyardError("the demo's specs are missing: run it from a modelyard checkout (examples/ not found).")
+
+
 STEPS = (
     ("v1: a small CNN; no champion yet, the threshold decides", "digits-v1.yaml"),
     ("v2: a better CNN; must beat the champion on the same held-out data", "digits-v2.yaml"),
@@ -76,8 +84,7 @@ def run_demo(settings: Settings, console: Console, wanted: str) -> None:
     from modelyard.platform.supervisor import prepare_stores
     from modelyard.platform.views import event_rows, print_timeline, print_training_result
 
-    if not EXAMPLES.is_dir():
-        raise ModelyardError(f"the demo's specs are missing: {EXAMPLES} does not exist (run from a checkout).")
+    examples = examples_folder()
     prepare_stores(settings)
     name = free_name(settings, wanted)
     console.print(f"[bold]modelyard demo[/bold]: model '{name}', {settings.mode} mode, home {settings.root}")
@@ -88,7 +95,7 @@ def run_demo(settings: Settings, console: Console, wanted: str) -> None:
         for title, spec_file in STEPS:
             console.rule(title)
             rid = uuid.uuid4().hex
-            submit_training(settings, EXAMPLES / spec_file, rid, overrides={"name": name})
+            submit_training(settings, examples / spec_file, rid, overrides={"name": name})
             result = follow(settings, rid, timeout=900)
             print_training_result(console, result)
             versions.append(result["version"])

@@ -97,7 +97,7 @@ def follow(settings: Settings, request_id: str, quiet: bool = False, timeout: fl
                 bar.console.print("waiting for a train worker (start workers with `modelyard up`)")
             if timeout is not None and time.monotonic() - started > timeout:
                 raise ModelyardError(f"request {request_id} did not finish within {timeout:.0f} s; it goes on.")
-            time.sleep(0.3)
+            time.sleep(0.1)
 
 
 def _as_user_error(exc: Any) -> ModelyardError:

@@ -7,11 +7,44 @@ import time
 from typing import Any
 
 from celery import Task
+from celery.signals import worker_init
 from pydantic import ValidationError
 
 from modelyard.errors import SpecError, TransientError
 from modelyard.platform.celery_app import TRAIN_TASK, app
 from modelyard.platform.settings import Settings
+
+
+@worker_init.connect
+def preload(**_: Any) -> None:
+    """Import what every training needs, except TensorFlow, once in the worker's parent.
+
+    The train worker forks a fresh child per task; children inherit these modules
+    instead of spending seconds importing them. TensorFlow stays out: CUDA does not
+    survive fork.
+    """
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()  # the first drawing loads fonts: pay it once, here
+    ax.text(0.5, 0.5, "0")
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+    import mlflow.data.numpy_dataset
+    import mlflow.models
+    import mlflow.store.model_registry.sqlalchemy_store
+    import mlflow.store.tracking.sqlalchemy_store
+    import mlflow.tracking  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import sklearn.datasets
+    import sklearn.linear_model
+    import sklearn.metrics
+    import sklearn.model_selection  # noqa: F401
 
 
 def backoff(retries: int, base: float = 5.0, cap: float = 300.0) -> float:

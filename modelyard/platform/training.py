@@ -176,6 +176,7 @@ def _train_and_register(
     split = datasets.split_dataset(ds, spec.validation_fraction, spec.test_fraction, spec.seed)
     n_outputs = len(ds.classes) if ds.task == "classification" else 1
     timings["load_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     experiment = tracking.experiment_for(settings, spec.name)
     with mlflow.start_run(experiment_id=experiment, run_name=f"{spec.name}-{request.request_id[:8]}") as run:
         mlflow.set_tags(
@@ -190,9 +191,10 @@ def _train_and_register(
         store.update(request.request_id, owner, run_id=run.info.run_id)
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
-            mlflow.log_metrics(logs, step=epoch)
+            mlflow.log_metrics(logs, step=epoch, synchronous=False)  # off the training loop
             report({"stage": "training", "epoch": epoch, "epochs": spec.epochs, "logs": logs})
 
+        timings["setup_s"] = time.perf_counter() - t
         t = time.perf_counter()
         result = train.fit(spec, split, n_outputs, on_epoch)
         timings["fit_s"] = result.fit_seconds

@@ -77,10 +77,25 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log = open(folder / "server.log", "wb")  # noqa: SIM115 - closed after the server stops
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{base}/{name}",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"{base}/{name}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -140,11 +155,15 @@ def start_worker(tmp_path: Path) -> Iterator:
 
     def start(env: dict[str, str], queues: str = "train") -> Worker:
         log = tmp_path / f"worker-{len(started)}.log"
+        out = open(log, "wb")  # noqa: SIM115 - the worker process writes it until the fixture stops it
         full_env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "modelyard.platform.cli", "worker", "--queues", queues],
-            env=full_env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-            start_new_session=True, cwd=PROJECT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=PROJECT,
         )
         worker = Worker(proc, log)
         started.append(worker)
@@ -160,7 +179,7 @@ def start_worker(tmp_path: Path) -> Iterator:
         worker.stop()
 
 
-def env_of(settings) -> dict[str, str]:  # noqa: ANN001 - Settings
+def env_of(settings) -> dict[str, str]:
     """The MODELYARD_* variables that reproduce these settings in a subprocess."""
     env = {}
     for key, value in settings.model_dump().items():

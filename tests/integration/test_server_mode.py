@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def server_settings(tmp_path: Path, redis_url: str, pg_url: str, mlflow_server: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def server_settings(tmp_path: Path, redis_url: str, pg_url: str, mlflow_server: str, monkeypatch: pytest.MonkeyPatch):
     from modelyard.platform.settings import Settings
 
     env = {
@@ -77,7 +77,9 @@ def test_train_registers_promotes_and_dedups_on_redis(server_settings, start_wor
     assert "alias_set" in kinds[3:]
 
 
-def test_worker_killed_mid_epoch_is_redelivered_and_registers_once(server_settings, start_worker, tmp_path: Path) -> None:
+def test_worker_killed_mid_epoch_is_redelivered_and_registers_once(
+    server_settings, start_worker, tmp_path: Path
+) -> None:
     from celery.result import AsyncResult
 
     from modelyard.platform.audit import AuditLog

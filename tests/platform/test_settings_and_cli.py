@@ -1,0 +1,49 @@
+import subprocess
+import sys
+import time
+
+from modelyard.platform.settings import Settings
+
+
+def test_embedded_defaults_live_under_home(settings) -> None:
+    assert settings.mode == "embedded"
+    assert settings.effective_broker_url == "filesystem://"
+    assert settings.tracking_uri == f"sqlite:///{settings.root / 'mlflow.db'}"
+    assert settings.platform_database_url == f"sqlite:///{settings.root / 'platform.db'}"
+    assert settings.effective_visibility_timeout > settings.train_time_limit
+
+
+def test_server_mode_comes_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("MODELYARD_BROKER_URL", "redis://r:6379/0")
+    monkeypatch.setenv("MODELYARD_MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    s = Settings()
+    assert s.mode == "server" and s.tracking_uri == "http://mlflow:5000" and s.artifact_location is None
+
+
+def test_help_is_fast_and_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, time; t = time.perf_counter(); from modelyard.platform import cli; "
+        "print(time.perf_counter() - t); "
+        "print([m for m in ('tensorflow', 'keras', 'mlflow', 'pandas', 'celery', 'sklearn') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[1] == "[]"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "modelyard.platform.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "demo" in done.stdout
+    assert time.perf_counter() - started < 1.0
+
+
+def test_unknown_model_is_one_clear_sentence(settings) -> None:
+    import os
+
+    env = {**os.environ, "MODELYARD_HOME": str(settings.root), "COLUMNS": "200"}
+    for args, message in [
+        (["show", "ghost@champion"], "error: model 'ghost' is not registered."),
+        (["rollback", "ghost"], "error: model 'ghost' is not registered."),
+        (["worker", "--queues", "gpu"], "error: unknown queue 'gpu' (queues: train, export, monitor)."),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "modelyard.platform.cli", *args], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 1 and done.stderr.strip() == message, done.stderr
