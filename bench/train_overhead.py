@@ -61,7 +61,7 @@ def platform_task(settings, spec: Path) -> dict:
 
     started = time.perf_counter()
     submitted = submit_training(settings, spec, uuid.uuid4().hex)
-    result = follow(settings, submitted.request_id, quiet=True, timeout=1800)
+    result = follow(settings, submitted.request_id, quiet=True, timeout=1800, until="trained")
     wall = time.perf_counter() - started
     timings = result["timings"]
     return {"seconds": wall - timings["tensorflow_import_s"], "wall": wall, "timings": timings}

@@ -1,1 +1,4 @@
-"""exporters: see DESIGN.md (built in a later issue)."""
+"""Trained Keras model -> ONNX variants, parity, measurements, target selection, Triton repositories.
+
+Plain functions on plain arguments: no MLflow, no Celery, no platform imports.
+"""

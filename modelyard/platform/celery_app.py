@@ -13,6 +13,7 @@ from modelyard.platform.settings import Settings
 
 QUEUES = ("train", "export", "monitor")
 TRAIN_TASK = "modelyard.train"
+EXPORT_TASK = "modelyard.export"
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -59,7 +60,10 @@ def create_app(settings: Settings | None = None) -> Celery:
             "modelyard.export*": {"queue": "export", "routing_key": "export"},
             "modelyard.monitor*": {"queue": "monitor", "routing_key": "monitor"},
         },
-        task_annotations={TRAIN_TASK: {"time_limit": settings.train_time_limit, "soft_time_limit": soft}},
+        task_annotations={
+            TRAIN_TASK: {"time_limit": settings.train_time_limit, "soft_time_limit": soft},
+            EXPORT_TASK: {"time_limit": 3600, "soft_time_limit": 3540},
+        },
         worker_hijack_root_logger=False,
         beat_schedule_filename=str(settings.run_folder / "beat-schedule"),
         beat_schedule={},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -134,15 +135,59 @@ def versions(name: str, as_json: JsonOpt = False) -> None:
 def show(ref: Annotated[str, typer.Argument(help="NAME@alias or NAME/VERSION")], as_json: JsonOpt = False) -> None:
     """One version: aliases, tags, test metrics, run."""
     from modelyard.platform.registry import resolve
-    from modelyard.platform.views import print_version
+    from modelyard.platform.tracking import use_tracking
+    from modelyard.platform.views import export_report, print_version
 
+    use_tracking(_settings())
     registry = _registry()
     info = resolve(registry, ref)
     metrics = registry.run_metrics(info.run_id) if info.run_id else {}
-    data = {**info.as_dict(), "metrics": {k: v for k, v in sorted(metrics.items())}}
+    data = {
+        **info.as_dict(),
+        "metrics": {k: v for k, v in sorted(metrics.items())},
+        "export": export_report(info.run_id),
+    }
     if as_json:
         return _print_json(data)
     print_version(out, data)
+
+
+@cli.command()
+def export(
+    ref: Annotated[str, typer.Argument(help="NAME@alias or NAME/VERSION")],
+    target: Annotated[list[str] | None, typer.Option(help="edge-cpu, server-cpu, server-gpu (repeatable).")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the export to finish.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a version to ONNX variants on the `export` queue; tags name the variant per target."""
+    from celery.result import AsyncResult
+
+    from modelyard.exporters.spec import TARGETS
+    from modelyard.platform.celery_app import EXPORT_TASK, create_app
+    from modelyard.platform.registry import resolve
+    from modelyard.platform.submit import _as_user_error
+
+    unknown = [t for t in target or [] if t not in TARGETS]
+    if unknown:
+        raise ModelyardError(f"unknown target '{unknown[0]}' (targets: {', '.join(TARGETS)}).")
+    info = resolve(_registry(), ref)
+    payload = {"name": info.name, "version": info.version, "targets": target or None, "actor": "cli"}
+    task_id = f"export-{info.name}-{info.version}-{uuid.uuid4().hex[:8]}"
+    create_app(_settings()).send_task(EXPORT_TASK, args=[payload], task_id=task_id)
+    if not wait:
+        return out.print(f"queued export of {info.name}/{info.version} ({task_id})")
+    result = AsyncResult(task_id, app=create_app(_settings()))
+    with out.status(f"exporting {info.name}/{info.version} (needs an export worker: `modelyard up`)"):
+        while result.state not in ("SUCCESS", "FAILURE"):
+            time.sleep(0.2)
+    if result.state == "FAILURE":
+        raise _as_user_error(result.result)
+    summary = dict(result.result)
+    if as_json:
+        return _print_json(summary)
+    from modelyard.platform.views import print_export
+
+    print_export(out, summary)
 
 
 @cli.command()

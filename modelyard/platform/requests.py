@@ -79,21 +79,42 @@ class RequestStore:
         assert row is not None, f"request {request_id} was never created"
         if taken:
             return Claim("claimed", row)
-        if row.status == "succeeded":
+        if row.status in ("exporting", "succeeded"):  # trained and registered: nothing to train again
             return Claim("done", row)
         if row.status == "failed":
             return Claim("failed", row)
         return Claim("busy", row)
 
-    def update(self, request_id: str, owner: str | None, **values: Any) -> None:
-        """Change a request this owner holds (owner None: a request nobody has claimed)."""
-        owned = TrainingRequest.owner.is_(None) if owner is None else TrainingRequest.owner == owner
+    def update(self, request_id: str, holder: str | None, **values: Any) -> None:
+        """Change a request this holder owns (None: a request nobody has claimed)."""
+        owned = TrainingRequest.owner.is_(None) if holder is None else TrainingRequest.owner == holder
         with self._sessions.begin() as session:
             session.execute(
                 update(TrainingRequest)
                 .where(TrainingRequest.request_id == request_id, owned)
                 .values(updated_at=utcnow(), **values)
             )
+
+    def hand_over(self, request_id: str, owner: str, **values: Any) -> None:
+        """Finish this owner's stage: the row is free for the next stage's worker to take."""
+        self.update(request_id, owner, owner=None, heartbeat_at=utcnow(), **values)
+
+    def take_export(self, request_id: str, owner: str) -> Claim:
+        """The export stage of a trained request: free, or held by a worker that stopped beating."""
+        now = utcnow()
+        with self._sessions.begin() as session:
+            taken = session.execute(
+                update(TrainingRequest)
+                .where(TrainingRequest.request_id == request_id, TrainingRequest.status == "exporting")
+                .where(or_(TrainingRequest.owner.is_(None), TrainingRequest.heartbeat_at < now - self.stale_after))
+                .values(owner=owner, heartbeat_at=now, updated_at=now)
+            ).rowcount
+        row = self.get(request_id)
+        if row is None:
+            raise KeyError(request_id)
+        if taken:
+            return Claim("claimed", row)
+        return Claim("done" if row.status == "succeeded" else "failed" if row.status == "failed" else "busy", row)
 
     def release(self, request_id: str, owner: str) -> None:
         """Give a claim back (a transient error): the retry claims it again."""

@@ -55,17 +55,29 @@ def _is_local(source: str) -> bool:
     return source.startswith("sklearn:") or "://" not in source
 
 
-def follow(settings: Settings, request_id: str, quiet: bool = False, timeout: float | None = None) -> dict[str, Any]:
-    """Wait for a training, showing a progress bar of epochs; its result, or its error raised."""
+def follow(
+    settings: Settings,
+    request_id: str,
+    quiet: bool = False,
+    timeout: float | None = None,
+    until: str = "done",
+) -> dict[str, Any]:
+    """Wait for a training request, with a progress bar of its epochs, then of its export and gate.
+
+    Returns the request's final result (`until="trained"`: the train task's own result),
+    or raises its error.
+    """
     from celery.result import AsyncResult
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from modelyard.platform.celery_app import create_app
+    from modelyard.platform.requests import RequestStore
 
     app = create_app(settings)
-    result = AsyncResult(request_id, app=app)
+    store = RequestStore(settings)
+    train, export = AsyncResult(request_id, app=app), AsyncResult(f"{request_id}:export", app=app)
     started = time.monotonic()
-    hinted = False
+    hints: set[str] = set()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -76,13 +88,31 @@ def follow(settings: Settings, request_id: str, quiet: bool = False, timeout: fl
     with Progress(*columns, disable=quiet, transient=True) as bar:
         task = bar.add_task("queued", total=None, logs="")
         while True:
-            state = result.state
-            if state == "SUCCESS":
-                return dict(result.result)
+            state = train.state
             if state == "FAILURE":
-                raise _as_user_error(result.result)
-            if state == "PROGRESS" and isinstance(result.info, dict):
-                info = result.info
+                raise _as_user_error(train.result)
+            if state == "SUCCESS" and until == "trained":
+                return dict(train.result)
+            row = store.get(request_id)
+            status = row.status if row else "queued"
+            if status == "succeeded" and row is not None:
+                return dict(row.result or {})
+            if status == "failed" and row is not None:
+                raise ModelyardError(row.error or f"request {request_id} failed.")
+            if status == "exporting":
+                if export.state == "FAILURE":
+                    raise _as_user_error(export.result)
+                bar.update(task, description="exporting to ONNX and gating", logs="")
+                _hint(
+                    bar,
+                    hints,
+                    "export",
+                    started,
+                    export.state == "PENDING",
+                    "waiting for an export worker (start workers with `modelyard up`)",
+                )
+            elif state == "PROGRESS" and isinstance(train.info, dict):
+                info = train.info
                 logs = info.get("logs") or {}
                 shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "val_loss", "val_accuracy"))
                 bar.update(
@@ -92,12 +122,24 @@ def follow(settings: Settings, request_id: str, quiet: bool = False, timeout: fl
                     completed=info.get("epoch", 0),
                     logs=shown,
                 )
-            elif state == "PENDING" and not hinted and time.monotonic() - started > 5:
-                hinted = True
-                bar.console.print("waiting for a train worker (start workers with `modelyard up`)")
+            else:
+                _hint(
+                    bar,
+                    hints,
+                    "train",
+                    started,
+                    state == "PENDING",
+                    "waiting for a train worker (start workers with `modelyard up`)",
+                )
             if timeout is not None and time.monotonic() - started > timeout:
                 raise ModelyardError(f"request {request_id} did not finish within {timeout:.0f} s; it goes on.")
             time.sleep(0.1)
+
+
+def _hint(bar: Any, hints: set[str], key: str, started: float, waiting: bool, text: str) -> None:
+    if waiting and key not in hints and time.monotonic() - started > 10:
+        hints.add(key)
+        bar.console.print(text)
 
 
 def _as_user_error(exc: Any) -> ModelyardError:

@@ -74,13 +74,17 @@ def prepare_stores(settings: Settings) -> None:
 
 def recover_abandoned(settings: Settings) -> list[str]:
     """Queue again the trainings whose worker stopped beating; the request id keeps it to one version."""
-    from modelyard.platform.celery_app import TRAIN_TASK, create_app
+    from modelyard.platform.celery_app import EXPORT_TASK, TRAIN_TASK, create_app
     from modelyard.platform.requests import RequestStore
     from modelyard.platform.training import TrainRequest
 
     rows = RequestStore(settings).abandoned()
     app = create_app(settings)
     for row in rows:
+        if row.status == "exporting":  # trained and registered; its export worker died
+            export = {"name": row.model, "version": row.version, "request_id": row.request_id}
+            app.send_task(EXPORT_TASK, args=[export], task_id=f"{row.request_id}:export")
+            continue
         payload = TrainRequest(request_id=row.request_id, spec=row.spec, trigger=row.trigger)  # type: ignore[arg-type]
         app.send_task(TRAIN_TASK, args=[payload.model_dump()], task_id=row.request_id)
     return [r.request_id for r in rows]

@@ -11,7 +11,7 @@ from celery.signals import worker_init
 from pydantic import ValidationError
 
 from modelyard.errors import SpecError, TransientError
-from modelyard.platform.celery_app import TRAIN_TASK, app
+from modelyard.platform.celery_app import EXPORT_TASK, TRAIN_TASK, app
 from modelyard.platform.settings import Settings
 
 
@@ -71,8 +71,13 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     def progress(info: dict[str, Any]) -> None:
         self.update_state(state="PROGRESS", meta={"request_id": request.request_id, **info})
 
+    def enqueue_export(name: str, version: str, request_id: str) -> None:
+        export.apply_async(
+            args=[{"name": name, "version": version, "request_id": request_id}], task_id=f"{request_id}:export"
+        )
+
     try:
-        result = run_training(settings, request, progress)
+        result = run_training(settings, request, progress, enqueue_export)
     except Busy as busy:
         raise self.retry(countdown=busy.retry_in, max_retries=None) from None
     except TransientError as err:
@@ -81,3 +86,26 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         raise self.retry(exc=err, countdown=backoff(self.request.retries)) from None
     result.setdefault("timings", {})["tensorflow_import_s"] = import_s
     return result
+
+
+@app.task(bind=True, name=EXPORT_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def export(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
+    """Export a version to ONNX; for a training request, then gate it and record the final result."""
+    from modelyard.platform.exporting import export_version
+    from modelyard.platform.promotion import ExportBusy, finish_request
+
+    name, version = str(payload.get("name", "")), str(payload.get("version", ""))
+    if not name or not version.isdigit():
+        raise SpecError(f"bad export request: needs a model name and a version number, got {payload!r}.")
+    settings = Settings()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        if payload.get("request_id"):
+            return finish_request(settings, name, version, str(payload["request_id"]))
+        return export_version(settings, name, version, str(payload.get("actor") or "cli"), payload.get("targets"))
+    except ExportBusy:
+        raise self.retry(countdown=settings.heartbeat_seconds, max_retries=None) from None
+    except TransientError as err:
+        if self.request.retries >= settings.max_retries:
+            raise
+        raise self.retry(exc=err, countdown=backoff(self.request.retries)) from None

@@ -20,11 +20,15 @@ from modelyard.trainers.train import TrainResult
 
 HOLDOUT = "holdout/holdout.npz"
 REFERENCE_ROWS = 1000
+EXPORT_ROWS = 256  # validation rows for export parity, training rows for int8 calibration
 
 
 def use_tracking(settings: Settings) -> None:
+    import os
+
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars garble worker logs
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
 
@@ -125,8 +129,15 @@ def log_outputs(
             )
             save_confusion_png(evaluation.confusion, ds.classes, folder / "confusion_matrix.png")
         mlflow.log_artifacts(str(folder), "evaluation")
+        (folder / "spec.json").write_text(spec.model_dump_json(indent=2))
+        mlflow.log_artifact(str(folder / "spec.json"), "evaluation")
+        rng = np.random.default_rng(spec.seed)
+        calibration = split.x_train[rng.permutation(len(split.x_train))[:EXPORT_ROWS]]
         np.savez_compressed(folder / "holdout.npz", x=split.x_test, y=split.y_test)
-        mlflow.log_artifact(str(folder / "holdout.npz"), "holdout")
+        np.savez_compressed(folder / "validation.npz", x=split.x_val[:EXPORT_ROWS])
+        np.savez_compressed(folder / "calibration.npz", x=calibration)
+        for name in ("holdout.npz", "validation.npz", "calibration.npz"):
+            mlflow.log_artifact(str(folder / name), "holdout")
         rows = np.random.default_rng(spec.seed).permutation(len(split.x_train))[:REFERENCE_ROWS]
         flat = split.x_train[rows].reshape(len(rows), -1)
         columns = (
@@ -176,12 +187,27 @@ def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
 
 
 def load_holdout(run_id: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_arrays(run_id, HOLDOUT, ("x", "y"))
+    return x, y
+
+
+def load_arrays(run_id: str, artifact: str, keys: tuple[str, ...]) -> list[np.ndarray]:
     import mlflow
 
-    with mlflow_errors(f"held-out data of run {run_id}"):
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=HOLDOUT)
+    with mlflow_errors(f"'{artifact}' of run {run_id}"):
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
     with np.load(path) as data:
-        return data["x"], data["y"]
+        return [data[k] for k in keys]
+
+
+def load_spec_of(run_id: str) -> TrainSpec:
+    import mlflow
+
+    from modelyard.trainers.spec import parse_spec
+
+    with mlflow_errors(f"training spec of run {run_id}"):
+        data = mlflow.artifacts.load_dict(f"runs:/{run_id}/evaluation/spec.json")
+    return parse_spec(data, f"of run {run_id}")
 
 
 def load_dataset_info(run_id: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from pydantic import BaseModel, Field
 
 from modelyard.errors import ModelyardError, TransientError
 from modelyard.platform.audit import AuditLog, EventRecord
-from modelyard.platform.gate import GateDecision, decide
 from modelyard.platform.lifecycle import Lifecycle
 from modelyard.platform.mlflow_registry import MlflowRegistry
 from modelyard.platform.registry import TAG_PREFIX, VersionInfo
@@ -26,6 +25,7 @@ from modelyard.platform.settings import Settings
 from modelyard.trainers.spec import TrainSpec, parse_spec
 
 Progress = Callable[[dict[str, Any]], None]
+ExportEnqueuer = Callable[[str, str, str], None]  # (model, version, request id)
 
 
 class TrainRequest(BaseModel):
@@ -48,7 +48,17 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_training(settings: Settings, request: TrainRequest, progress: Progress | None = None) -> dict[str, Any]:
+def run_training(
+    settings: Settings,
+    request: TrainRequest,
+    progress: Progress | None = None,
+    enqueue_export: ExportEnqueuer | None = None,
+) -> dict[str, Any]:
+    """Claim, train, log, register as challenger, then hand the version to the export queue.
+
+    The export task exports it, runs the gate and records the request's final result.
+    Without `enqueue_export` (tests, benchmarks), the export and gate run here.
+    """
     report = progress or (lambda _info: None)
     spec = parse_spec(request.spec, f"of request {request.request_id}")
     store = RequestStore(settings)
@@ -63,18 +73,11 @@ def run_training(settings: Settings, request: TrainRequest, progress: Progress |
         raise Busy(request.request_id, claim.row.owner, retry_in=settings.heartbeat_seconds)
     audit = AuditLog(settings)
     if claim.row.attempts > 1:
-        audit.record(
-            EventRecord(
-                spec.name,
-                "training_resumed",
-                f"attempt {claim.row.attempts}: the previous worker stopped before finishing; this one takes over",
-                owner,
-                request_id=request.request_id,
-            )
-        )
+        reason = f"attempt {claim.row.attempts}: the previous worker stopped before finishing; this one takes over"
+        audit.record(EventRecord(spec.name, "training_resumed", reason, owner, request_id=request.request_id))
     try:
         with store.heartbeat(request.request_id, owner, settings.heartbeat_seconds):
-            result = _train_register_gate(settings, request, spec, store, audit, owner, report)
+            result = _train_and_register_once(settings, request, spec, store, audit, owner, report)
     except TransientError:
         store.release(request.request_id, owner)
         raise
@@ -87,11 +90,16 @@ def run_training(settings: Settings, request: TrainRequest, progress: Progress |
         store.update(request.request_id, owner, status="failed", error=message)
         audit.record(EventRecord(spec.name, "training_failed", message, owner, request_id=request.request_id))
         raise
-    store.update(request.request_id, owner, status="succeeded", result=result)
+    store.hand_over(request.request_id, owner, status="exporting", result=result)
+    if enqueue_export is None:
+        from modelyard.platform.promotion import finish_request
+
+        return finish_request(settings, spec.name, result["version"], request.request_id)
+    enqueue_export(spec.name, result["version"], request.request_id)
     return result
 
 
-def _train_register_gate(
+def _train_and_register_once(
     settings: Settings,
     request: TrainRequest,
     spec: TrainSpec,
@@ -109,41 +117,27 @@ def _train_register_gate(
     lifecycle = Lifecycle(registry, audit)
     existing = _registered_before(registry, spec.name, request.request_id)
     if existing is None:
-        trained = _train_and_register(settings, request, spec, store, lifecycle, owner, report, timings)
-        version, run_id, holdout, metrics = trained
-    else:  # a previous attempt registered it, then died: resume at the gate
+        version, run_id, metrics = _train_and_register(
+            settings, request, spec, store, lifecycle, owner, report, timings
+        )
+    else:  # a previous attempt registered it, then died
         version, run_id = existing.version, existing.run_id or ""
-        holdout = tracking.load_holdout(run_id)
         metrics = {k.removeprefix("test_"): v for k, v in registry.run_metrics(run_id).items() if k.startswith("test_")}
         if not any(e.to_version == version for e in audit.history(spec.name, ("registered",))):
             lifecycle.make_challenger(
                 spec.name, version, owner, "registered by a resumed attempt", metrics, request.request_id
             )
-    store.update(request.request_id, owner, status="registering", version=version, run_id=run_id)
-    report({"stage": "gate", "version": version})
-    t = time.perf_counter()
-    decision = _gate(spec, version, holdout, metrics, registry, lifecycle, audit, request)
-    timings["gate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     return {
         "request_id": request.request_id,
         "model": spec.name,
         "version": version,
         "run_id": run_id,
-        "status": _status(decision, spec),
-        "gate": decision.as_dict() if decision else None,
+        "status": "exporting",
         "metrics": metrics,
         "timings": timings,
         "duplicate": False,
     }
-
-
-def _status(decision: GateDecision | None, spec: TrainSpec) -> str:
-    if decision is None:
-        return "gated_before"
-    if not decision.passed:
-        return "rejected"
-    return "awaiting_approval" if spec.gate.require_approval else "promoted"
 
 
 def _registered_before(registry: MlflowRegistry, name: str, request_id: str) -> VersionInfo | None:
@@ -164,7 +158,7 @@ def _train_and_register(
     owner: str,
     report: Progress,
     timings: dict[str, float],
-) -> tuple[str, str, Any, dict[str, float]]:
+) -> tuple[str, str, dict[str, float]]:
     import mlflow
 
     from modelyard.platform import tracking
@@ -237,70 +231,4 @@ def _train_and_register(
             spec.name, version, owner, f"trained ({request.trigger})", evidence, request.request_id
         )
         timings["register_s"] = time.perf_counter() - t
-    return version, run.info.run_id, (split.x_test, split.y_test), evaluation.metrics
-
-
-def _gate(
-    spec: TrainSpec,
-    version: str,
-    holdout: Any,
-    metrics: dict[str, float],
-    registry: MlflowRegistry,
-    lifecycle: Lifecycle,
-    audit: AuditLog,
-    request: TrainRequest,
-) -> GateDecision | None:
-    gated = [e for e in audit.history(spec.name, ("gate_passed", "gate_rejected")) if e.to_version == version]
-    if gated:  # this version was judged by an earlier attempt
-        return None
-    champion = registry.get_alias(spec.name, "champion")
-    champion_metrics = None
-    reasons: list[str] = []
-    if champion is not None:
-        champion_metrics, reasons = _champion_on_holdout(spec, champion, holdout)
-    decision = (
-        decide(spec.primary_metric, metrics, champion_metrics, spec.gate)
-        if not reasons
-        else GateDecision(False, reasons, {"champion_version": champion.version if champion else None})
-    )
-    decision.evidence["champion_version"] = champion.version if champion else None
-    kind = "gate_passed" if decision.passed else "gate_rejected"
-    summary = "; ".join(decision.reasons)
-    audit.record(
-        EventRecord(
-            spec.name,
-            kind,
-            summary,
-            "gate",
-            None,
-            champion.version if champion else None,
-            version,
-            decision.evidence,
-            request.request_id,
-        )
-    )
-    if decision.passed and not spec.gate.require_approval:
-        lifecycle.promote(
-            spec.name, version, "gate", f"gate passed for v{version}", decision.evidence, request.request_id
-        )
-    return decision
-
-
-def _champion_on_holdout(
-    spec: TrainSpec, champion: VersionInfo, holdout: Any
-) -> tuple[dict[str, float] | None, list[str]]:
-    """The champion's metrics on the challenger's held-out split (the same data for both)."""
-    from modelyard.platform import tracking
-    from modelyard.trainers.evaluate import evaluate_model
-
-    x, y = holdout
-    info = tracking.load_dataset_info(champion.run_id or "")
-    n_classes = len(info.get("classes") or []) or 1
-    if list(info.get("input_shape", [])) != list(x.shape[1:]):
-        return None, [
-            f"champion v{champion.version} reads inputs of shape {info.get('input_shape')}, "
-            f"the challenger's held-out data has {list(x.shape[1:])}; promote by hand if intended"
-        ]
-    model = tracking.load_model(spec.name, champion.version)
-    evaluation = evaluate_model(model, x, y, spec.dataset.task, n_classes)
-    return evaluation.metrics, []
+    return version, run.info.run_id, evaluation.metrics

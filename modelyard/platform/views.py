@@ -12,6 +12,8 @@ from modelyard.platform.db import Event
 from modelyard.platform.registry import TAG_PREFIX, Registry
 
 KIND_STYLE = {
+    "exported": "blue",
+    "export_failed": "red",
     "gate_passed": "green",
     "gate_rejected": "red",
     "training_failed": "red",
@@ -65,6 +67,10 @@ def _what(row: dict[str, Any]) -> str:
         return f"{row['alias']}: {row['from'] or '-'} -> {row['to'] or '-'}"
     if row["kind"] == "registered":
         return f"version {row['to']} registered"
+    if row["kind"] == "exported":
+        return f"v{row['to']} exported to ONNX"
+    if row["kind"] == "export_failed":
+        return f"v{row['to']} export failed"
     if row["kind"].startswith("gate_"):
         return (
             f"v{row['to']} {'passed' if row['kind'] == 'gate_passed' else 'rejected'} (champion v{row['from'] or '-'})"
@@ -96,6 +102,44 @@ def print_version(console: Console, data: dict[str, Any]) -> None:
         if key.startswith(("test_", "baseline_")):
             metrics.add_row(key, f"{value:.4f}")
     console.print(metrics)
+    report = data.get("export")
+    if not report:
+        console.print("no ONNX export yet (`modelyard export " + f"{data['name']}/{data['version']}`)")
+        return
+    primary = report["primary_metric"]
+    table = Table("variant", "size kB", primary, "p50 ms b1 1t", "p50 ms b32", "chosen for", title="ONNX variants")
+    for v in report["variants"]:
+        b1 = next((x["p50_ms"] for x in v["latencies"] if x["batch"] == 1 and x["threads"] == 1), None)
+        b32 = min((x["p50_ms"] for x in v["latencies"] if x["batch"] == 32), default=None)
+        targets = ", ".join(t for t, s in report["targets"].items() if s["chosen"] == v["variant"])
+        table.add_row(
+            v["variant"],
+            f"{v['size_bytes'] / 1e3:.1f}",
+            f"{v['metrics'].get(primary, float('nan')):.4f}",
+            f"{b1:.3f}" if b1 else "-",
+            f"{b32:.3f}" if b32 else "-",
+            targets or "-",
+        )
+    console.print(table)
+
+
+def export_report(run_id: str | None) -> dict[str, Any] | None:
+    """The version's export_report.json, or None before its first export."""
+    if not run_id:
+        return None
+    import mlflow
+
+    try:
+        return dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/export/export_report.json"))
+    except Exception:  # no export yet (MLflow raises several types for a missing artifact)
+        return None
+
+
+def print_export(console: Console, summary: dict[str, Any]) -> None:
+    for target, variant in summary["targets"].items():
+        console.print(f"{target}: [bold]{variant or 'none'}[/bold]")
+        for name, why in summary.get("reasons", {}).get(target, {}).items():
+            console.print(f"    {name}: {why}")
 
 
 def print_training_result(console: Console, result: dict[str, Any]) -> None:
@@ -106,6 +150,11 @@ def print_training_result(console: Console, result: dict[str, Any]) -> None:
     gate = result.get("gate") or {}
     for reason in gate.get("reasons", []):
         console.print(f"  gate: {reason}")
+    export = result.get("export") or {}
+    if export.get("targets"):
+        console.print("  export: " + ", ".join(f"{t} -> {v or 'none'}" for t, v in export["targets"].items()))
+    elif export.get("error"):
+        console.print(f"  export: [red]{export['error']}[/red]")
     metrics = result.get("metrics") or {}
     shown = ", ".join(
         f"{k} {metrics[k]:.4f}" for k in ("accuracy", "f1_macro", "roc_auc", "mae", "rmse") if k in metrics

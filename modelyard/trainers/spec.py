@@ -89,6 +89,9 @@ class TrainSpec(_Strict):
     primary_metric: str = "accuracy"
     mixed_precision: bool = Field(True, description="Use mixed float16 when training on a GPU.")
     gate: GateSpec = Field(default_factory=GateSpec)
+    export: dict[str, Any] = Field(
+        default_factory=dict, description="ONNX export settings (opset, tolerances, variants, budgets per target)."
+    )
 
     @model_validator(mode="after")
     def _metrics_fit_task(self) -> TrainSpec:

@@ -56,11 +56,18 @@ BAD_CSVS = {
 
 def test_cli_trains_on_filesystem_queue_and_refuses_bad_csvs(settings, start_worker, tmp_path: Path) -> None:
     start_worker(env_of(settings))
+    start_worker(env_of(settings), "export")
     good = write(tmp_path, "good", tiny_spec("fs"))
 
     trained = cli(settings, "train", str(good), "--wait")
     assert trained.returncode == 0, trained.stderr + trained.stdout
     assert "version 1: promoted" in trained.stdout
+    assert "export: edge-cpu -> " in trained.stdout
+    shown = cli(settings, "show", "fs@champion")
+    assert "ONNX variants" in shown.stdout and "int8-static" in shown.stdout
+    tags = cli_json(settings, "show", "fs/1")["tags"]
+    assert tags["modelyard.export.status"] == "passed" and tags["modelyard.deployable"] == "true"
+    assert tags["modelyard.export.edge-cpu"] in ("fp32", "fp16", "int8-dynamic", "int8-static")
 
     for stem, (content, message) in BAD_CSVS.items():
         csv = tmp_path / f"{stem}.csv"
@@ -127,6 +134,8 @@ def test_demo_runs_the_whole_lifecycle(settings) -> None:
     assert models[0]["name"] == "digits-demo"
     assert models[0]["aliases"] == {"champion": "1", "challenger": "3"}
     history = cli_json(settings, "history", "digits-demo")
+    assert [e["to"] for e in history if e["kind"] == "exported"] == ["1", "2", "3"]
+    assert "v1 exported to ONNX" in done.stdout
     gates = [(e["kind"], e["to"]) for e in history if e["kind"].startswith("gate_")]
     assert gates == [("gate_passed", "1"), ("gate_passed", "2"), ("gate_rejected", "3")]
     champions = [(e["from"], e["to"], e["actor"]) for e in history if e["alias"] == "champion"]
@@ -163,6 +172,7 @@ def test_killed_worker_on_filesystem_queue_is_recovered(start_worker, tmp_path: 
 
     doomed.kill()
     start_worker(env_of(settings))
+    start_worker(env_of(settings), "export")
     deadline = time.monotonic() + 30
     while (requeued := recover_abandoned(settings)) == []:  # until its heartbeat is stale
         assert time.monotonic() < deadline

@@ -55,6 +55,7 @@ def test_train_registers_promotes_and_dedups_on_redis(server_settings, start_wor
     first = submit_training(server_settings, spec, "req-1-" + name)
     second = submit_training(server_settings, spec, "req-1-" + name)  # the same request id, sent again
     worker = start_worker(env_of(server_settings))
+    start_worker(env_of(server_settings), "export")
 
     result = follow(server_settings, first.request_id, quiet=True, timeout=240)
     deadline = time.monotonic() + 120
@@ -73,8 +74,8 @@ def test_train_registers_promotes_and_dedups_on_redis(server_settings, start_wor
     assert champion.tags["modelyard.request_id"] == "req-1-" + name
     assert len(champion.tags["modelyard.dataset_sha256"]) == 64
     kinds = [e.kind for e in AuditLog(server_settings).history(name)]
-    assert kinds[:3] == ["registered", "alias_set", "gate_passed"]
-    assert "alias_set" in kinds[3:]
+    assert kinds[:4] == ["registered", "alias_set", "exported", "gate_passed"]
+    assert "alias_set" in kinds[4:]
 
 
 def test_worker_killed_mid_epoch_is_redelivered_and_registers_once(
@@ -99,6 +100,7 @@ def test_worker_killed_mid_epoch_is_redelivered_and_registers_once(
 
     doomed.kill()
     start_worker(env_of(server_settings))
+    start_worker(env_of(server_settings), "export")
     result = follow(server_settings, submitted.request_id, quiet=True, timeout=300)
 
     assert result["version"] == "1"

@@ -1,0 +1,173 @@
+"""One export: convert, check parity, make the variants, measure them, choose per target, package."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelyard.exporters import measure, parity, report, select, triton, variants
+from modelyard.exporters.convert import ExportError, TensorInfo, to_onnx
+from modelyard.exporters.spec import ExportSpec
+
+Inputs = np.ndarray | dict[str, np.ndarray]
+FP16_TOLERANCE = 1e-2  # float16 keeps about 3 significant digits
+
+
+@dataclass
+class ExportData:
+    parity: Inputs  # validation rows: ONNX must match Keras on them
+    calibration: Inputs  # training rows for int8-static
+    test: Inputs  # the held-out split every variant is scored on
+    evaluate: Callable[[np.ndarray], dict[str, float]]  # outputs on the test split -> metrics
+    primary_metric: str
+    classifier: bool
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    report: dict[str, Any]
+    targets: dict[str, str | None]
+    variant_files: dict[str, Path] = field(default_factory=dict)
+    triton: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def deployable(self) -> bool:
+        return any(self.targets.values())
+
+
+def feeds_for(inputs: list[TensorInfo], data: Inputs) -> dict[str, np.ndarray]:
+    if isinstance(data, dict):
+        missing = [i.name for i in inputs if i.name not in data]
+        if missing:
+            raise ExportError(f"no data for model input '{missing[0]}' (given: {', '.join(data)}).")
+        return {i.name: np.asarray(data[i.name], dtype=i.dtype) for i in inputs}
+    if len(inputs) != 1:
+        raise ExportError(f"the model has {len(inputs)} inputs; give its data as a dict by input name.")
+    return {inputs[0].name: np.asarray(data, dtype=inputs[0].dtype)}
+
+
+def _keras_outputs(model: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    args = list(feeds.values())
+    out = model.predict(args[0] if len(args) == 1 else args, batch_size=256, verbose=0)
+    return [np.asarray(o) for o in (out if isinstance(out, list | tuple) else [out])]
+
+
+def export_model(model: Any, data: ExportData, spec: ExportSpec, out: Path, name: str) -> ExportResult:
+    import onnx
+
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    converted = to_onnx(model, spec.opset)
+    raw = out / "model.onnx"
+    onnx.save(converted.model, str(raw))
+    parity_feeds = {k: v[: spec.parity_samples] for k, v in feeds_for(converted.inputs, data.parity).items()}
+    keras_parity = _keras_outputs(model, parity_feeds)
+    fp32_parity = parity.check(measure.session(raw), parity_feeds, keras_parity, spec.atol, spec.rtol, data.classifier)
+    calibration = feeds_for(converted.inputs, data.calibration)
+    if "int8-static" in spec.variants:
+        variants.check_calibration(calibration, {i.name: i.shape for i in converted.inputs})
+    test = feeds_for(converted.inputs, data.test)
+    keras_test = _keras_outputs(model, test)[0]
+    keras_metrics = data.evaluate(keras_test)
+    keras_decisions = keras_test.argmax(axis=1) if data.classifier and keras_test.ndim == 2 else None
+
+    files, failures = _make_variants(raw, out / "variants", spec, calibration)
+    parity_rows: dict[str, Any] = {"fp32": fp32_parity.as_dict()}
+    for variant, path in files.items():
+        if variant != "fp32":
+            parity_rows[variant] = _variant_parity(variant, path, parity_feeds, keras_parity, data.classifier)
+    parity_failed = {v for v, row in parity_rows.items() if row["passed"] is False}
+    cuda = measure.cuda_available()
+    providers = ["CPUExecutionProvider"] + (["CUDAExecutionProvider"] if cuda else [])
+    measured = []
+    for variant, path in files.items():
+        use = providers if variant in ("fp32", "fp16") else ["CPUExecutionProvider"]
+        measured.append(measure.measure(variant, path, test, data.evaluate, keras_decisions, spec.latency_runs, use))
+    selections = select.select(measured, keras_metrics, data.primary_metric, spec, parity_failed, cuda)
+    for variant, why in failures.items():
+        for sel in selections:
+            sel.reasons[variant] = f"rejected: could not be made ({why})"
+    result = ExportResult(out, {}, {s.target: s.chosen for s in selections}, files)
+    for sel in selections:
+        if sel.chosen and sel.target in ("server-cpu", "server-gpu"):
+            result.triton[sel.target] = triton.write_repository(
+                out / "triton" / sel.target, name, files[sel.chosen], sel.target == "server-gpu", spec.triton_max_batch
+            )
+    result.report = {
+        "model": name,
+        "opset": spec.opset,
+        "inputs": [vars(i) for i in converted.inputs],
+        "outputs": [vars(o) for o in converted.outputs],
+        "primary_metric": data.primary_metric,
+        "keras": {"metrics": keras_metrics},
+        "parity": parity_rows,
+        "providers": providers,
+        "variants": [m.as_dict() for m in measured],
+        "failed_variants": failures,
+        "targets": {s.target: s.as_dict() for s in selections},
+        "seconds": time.perf_counter() - started,
+        "export_spec": spec.model_dump(mode="json"),
+    }
+    report.write_report(out / "export_report.json", result.report)
+    report.plot(
+        out / "export_plot.png", data.primary_metric, result.report["variants"], keras_metrics[data.primary_metric]
+    )
+    return result
+
+
+def _variant_parity(
+    variant: str,
+    path: Path,
+    feeds: dict[str, np.ndarray],
+    keras_out: list[np.ndarray],
+    classifier: bool,
+) -> dict[str, Any]:
+    """fp16 must stay within float16's precision and keep 99% of decisions; int8 is judged by accuracy."""
+    sess = measure.session(path)
+    names = [o.name for o in sess.get_outputs()]
+    result, _ = parity.compare(sess.run(None, feeds), keras_out, names, FP16_TOLERANCE, FP16_TOLERANCE, classifier)
+    row = result.as_dict()
+    if variant == "fp16":
+        within = row["passed"] or (
+            result.decision_agreement is not None
+            and result.decision_agreement >= 0.99
+            and result.max_abs_diff <= 10 * FP16_TOLERANCE
+        )
+        row["passed"] = bool(within)
+    else:
+        row["passed"] = None  # not applicable: the accuracy budget decides
+    return row
+
+
+def _make_variants(
+    raw: Path,
+    folder: Path,
+    spec: ExportSpec,
+    calibration: dict[str, np.ndarray],
+) -> tuple[dict[str, Path], dict[str, str]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    makers: dict[str, Callable[[Path, Path], None]] = {
+        "fp32": variants.optimize_fp32,
+        "fp16": variants.to_fp16,
+        "int8-dynamic": variants.int8_dynamic,
+        "int8-static": lambda src, dst: variants.int8_static(src, dst, calibration, spec.calibration),
+    }
+    files, failures = {}, {}
+    for variant in spec.variants:
+        path = folder / f"{variant}.onnx"
+        try:
+            makers[variant](raw, path)
+            files[variant] = path
+        except ExportError:
+            raise
+        except Exception as err:  # one variant's tool failing leaves the others usable
+            failures[variant] = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+    if "fp32" not in files:
+        raise ExportError(f"the fp32 variant could not be made: {failures.get('fp32', 'not requested')}.")
+    return files, failures

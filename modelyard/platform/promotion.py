@@ -1,0 +1,136 @@
+"""After training: export the version, then gate it against the champion, then record the result.
+
+Runs in the `modelyard.export` task (or in-process when no queue is given). A version
+whose export fails cannot become champion; the gate says so.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from typing import Any
+
+from modelyard.errors import LifecycleError, ModelyardError, TransientError
+from modelyard.platform.audit import AuditLog, EventRecord
+from modelyard.platform.gate import GateDecision, decide
+from modelyard.platform.lifecycle import Lifecycle
+from modelyard.platform.mlflow_registry import MlflowRegistry
+from modelyard.platform.registry import VersionInfo
+from modelyard.platform.requests import RequestStore
+from modelyard.platform.settings import Settings
+from modelyard.trainers.spec import TrainSpec
+
+
+class ExportBusy(Exception):
+    """Another worker is exporting this request right now."""
+
+
+def finish_request(settings: Settings, name: str, version: str, request_id: str) -> dict[str, Any]:
+    from modelyard.platform.exporting import export_version
+    from modelyard.platform.training import worker_name
+
+    store = RequestStore(settings)
+    owner = worker_name()
+    claim = store.take_export(request_id, owner)
+    if claim.state == "done":
+        return {**(claim.row.result or {}), "duplicate": True}
+    if claim.state != "claimed":
+        raise ExportBusy(request_id)
+    result = dict(claim.row.result or {})
+    try:
+        with store.heartbeat(request_id, owner, settings.heartbeat_seconds):
+            try:
+                result["export"] = export_version(settings, name, version, owner, request_id=request_id)
+                export_problem = None
+            except TransientError:
+                raise
+            except ModelyardError as err:
+                result["export"] = {"error": str(err)}
+                export_problem = str(err)
+            decision = gate(settings, name, version, request_id, export_problem)
+    except TransientError:
+        store.hand_over(request_id, owner)
+        raise
+    result["gate"] = decision.as_dict() if decision else None
+    result["status"] = _status(decision, bool(claim.row.spec.get("gate", {}).get("require_approval")))
+    store.update(request_id, owner, status="succeeded", result=result)
+    return result
+
+
+def _status(decision: GateDecision | None, require_approval: bool) -> str:
+    if decision is None:
+        return "gated_before"
+    if not decision.passed:
+        return "rejected"
+    return "awaiting_approval" if require_approval else "promoted"
+
+
+def gate(
+    settings: Settings, name: str, version: str, request_id: str | None, export_problem: str | None
+) -> GateDecision | None:
+    """Judge a version once: against the champion on the challenger's held-out data."""
+    from modelyard.platform import tracking
+
+    tracking.use_tracking(settings)
+    registry = MlflowRegistry(settings.tracking_uri)
+    audit = AuditLog(settings)
+    gated = [e for e in audit.history(name, ("gate_passed", "gate_rejected")) if e.to_version == version]
+    if gated:  # judged by an earlier attempt
+        return None
+    info = registry.get_version(name, version)
+    spec = tracking.load_spec_of(info.run_id or "")
+    metrics = {
+        k.removeprefix("test_"): v for k, v in registry.run_metrics(info.run_id or "").items() if k.startswith("test_")
+    }
+    champion = registry.get_alias(name, "champion")
+    if export_problem:
+        decision = GateDecision(False, [f"export failed, so it cannot be deployed: {export_problem}"])
+    else:
+        champion_metrics: dict[str, float] | None = None
+        problems: list[str] = []
+        if champion is not None:
+            champion_metrics, problems = _champion_on_holdout(spec, champion, tracking.load_holdout(info.run_id or ""))
+        decision = (
+            GateDecision(False, problems)
+            if problems
+            else decide(spec.primary_metric, metrics, champion_metrics, spec.gate)
+        )
+    decision.evidence["champion_version"] = champion.version if champion else None
+    kind = "gate_passed" if decision.passed else "gate_rejected"
+    audit.record(
+        EventRecord(
+            name,
+            kind,
+            "; ".join(decision.reasons),
+            "gate",
+            None,
+            champion.version if champion else None,
+            version,
+            decision.evidence,
+            request_id,
+        )
+    )
+    if decision.passed and not spec.gate.require_approval:
+        with suppress(LifecycleError):  # a concurrent delivery promoted it already
+            Lifecycle(registry, audit).promote(
+                name, version, "gate", f"gate passed for v{version}", decision.evidence, request_id
+            )
+    return decision
+
+
+def _champion_on_holdout(
+    spec: TrainSpec, champion: VersionInfo, holdout: Any
+) -> tuple[dict[str, float] | None, list[str]]:
+    """The champion's metrics on the challenger's held-out split (the same data for both)."""
+    from modelyard.platform import tracking
+    from modelyard.trainers.evaluate import evaluate_model
+
+    x, y = holdout
+    info = tracking.load_dataset_info(champion.run_id or "")
+    n_classes = len(info.get("classes") or []) or 1
+    if list(info.get("input_shape", [])) != list(x.shape[1:]):
+        return None, [
+            f"champion v{champion.version} reads inputs of shape {info.get('input_shape')}, "
+            f"the challenger's held-out data has {list(x.shape[1:])}; promote by hand if intended"
+        ]
+    model = tracking.load_model(spec.name, champion.version)
+    return evaluate_model(model, x, y, spec.dataset.task, n_classes).metrics, []
