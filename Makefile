@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit lint format services bench clean
+.PHONY: install demo test test-unit lint format services bench bench-export clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,9 @@ format: install
 
 bench: install
 	$(BIN)/python bench/train_overhead.py
+
+bench-export: install
+	$(BIN)/python bench/export_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

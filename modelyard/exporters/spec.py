@@ -16,6 +16,12 @@ class _Strict(BaseModel):
 
 class CalibrationSpec(_Strict):
     method: Literal["MinMax", "Entropy", "Percentile"] = "MinMax"
+    activations: Literal["uint8", "int8"] = Field(
+        "uint8",
+        description="Activation type of int8-static (weights are always signed int8). On x86-64, ONNX Runtime "
+        "runs uint8-activation/int8-weight QDQ on its fast kernels; signed activations took 1.7x as long on "
+        "MobileNetV2 here (1.79 vs 1.03 ms) and lose to fp32. Choose int8 for runtimes that want S8S8.",
+    )
     per_channel: bool = True
     samples: int = Field(128, ge=8, le=10_000, description="Training rows used to calibrate int8-static.")
 

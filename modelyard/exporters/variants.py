@@ -68,7 +68,7 @@ def check_calibration(feeds: dict[str, np.ndarray], expected: dict[str, list[int
 
 
 def int8_static(source: Path, target: Path, feeds: dict[str, np.ndarray], spec: CalibrationSpec) -> None:
-    """QDQ, signed int8 weights and activations, calibrated on a sample of the training data."""
+    """QDQ with signed int8 weights (per channel or per tensor), calibrated on a sample of the training data."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -84,9 +84,9 @@ def int8_static(source: Path, target: Path, feeds: dict[str, np.ndarray], spec: 
             str(target),
             _Reader(sample),
             quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if spec.activations == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=spec.per_channel,
             calibrate_method=getattr(CalibrationMethod, spec.method),
-            extra_options={"ActivationSymmetric": True} if spec.method == "MinMax" else {},
+            extra_options={"ActivationSymmetric": True} if spec.activations == "int8" else {},
         )

@@ -137,3 +137,26 @@ def test_parity_failure_names_the_worst_output() -> None:
     result, worst = compare(onnx_out, keras_out, ["output"], 1e-4, 1e-3, classifier=True)
     assert not result.passed and result.decision_agreement == 0.5
     assert worst.startswith("output 'output' at (1, 1): ONNX 0.6 vs Keras 0.4, difference 0.2 > atol")
+
+
+@pytest.mark.parametrize(("activations", "onnx_type"), [("uint8", 2), ("int8", 3)])
+def test_int8_static_activation_type(activations: str, onnx_type: int, tmp_path: Path) -> None:
+    """Weights are signed int8 either way; activations follow the spec (uint8 runs on x86's fast kernels)."""
+    import onnx
+
+    x = rand(16, 8, 8, 1)
+    model = build_model(ArchitectureSpec(name="cnn"), x, 3, "classification")
+    spec = ExportSpec.model_validate(
+        {
+            **SPEC.model_dump(),
+            "variants": ["fp32", "int8-static"],
+            "calibration": {"samples": 16, "activations": activations},
+        }
+    )
+    result = export_model(model, data_for(x, rows=16), spec, tmp_path / "export", "m")
+    graph = onnx.load(str(result.variant_files["int8-static"])).graph
+    init = {i.name: i for i in graph.initializer}
+    activation_zero_points = {
+        init[n.input[2]].data_type for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in init
+    }
+    assert activation_zero_points == {onnx_type}

@@ -67,6 +67,21 @@ def test_cli_trains_on_filesystem_queue_and_refuses_bad_csvs(settings, start_wor
     assert "ONNX variants" in shown.stdout and "int8-static" in shown.stdout
     tags = cli_json(settings, "show", "fs/1")["tags"]
     assert tags["modelyard.export.status"] == "passed" and tags["modelyard.deployable"] == "true"
+    exported = {
+        p.relative_to(settings.root / "mlartifacts").as_posix().split("/artifacts/export/")[-1]
+        for p in (settings.root / "mlartifacts").rglob("*")
+        if "/artifacts/export/" in p.as_posix()
+    }
+    assert {
+        "export_report.json",
+        "export_plot.png",
+        "model.onnx",
+        "variants/int8-static.onnx",
+        "triton/server-cpu/fs/config.pbtxt",
+        "triton/server-cpu/fs/1/model.onnx",
+    } <= exported
+    config = next((settings.root / "mlartifacts").rglob("config.pbtxt")).read_text()
+    assert 'name: "images"' in config and "dims: [ 8, 8, 1 ]" in config and "dynamic_batching" in config
     assert tags["modelyard.export.edge-cpu"] in ("fp32", "fp16", "int8-dynamic", "int8-static")
 
     for stem, (content, message) in BAD_CSVS.items():
