@@ -1,0 +1,51 @@
+"""Export of registered versions against real MLflow (SQLite) and real TensorFlow, no broker:
+the plain functions the export task wraps."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_spec
+
+
+def test_in_process_training_exports_then_gates(settings) -> None:
+    from modelyard.platform.mlflow_registry import MlflowRegistry
+    from modelyard.platform.training import TrainRequest, run_training
+
+    result = run_training(settings, TrainRequest(request_id="inproc-1", spec=tiny_spec("inproc")))
+
+    assert result["status"] == "promoted" and result["export"]["parity"]["passed"]
+    tags = MlflowRegistry(settings.tracking_uri).get_version("inproc", "1").tags
+    assert tags["modelyard.export.status"] == "passed" and tags["modelyard.export.server-gpu"] == "none"
+
+
+def test_a_version_without_signature_is_not_deployable(settings) -> None:
+    import keras
+    import mlflow
+    import mlflow.keras
+
+    from modelyard.exporters.convert import ExportError
+    from modelyard.platform.exporting import export_version
+    from modelyard.platform.mlflow_registry import MlflowRegistry
+    from modelyard.platform.supervisor import prepare_stores
+    from modelyard.platform.tracking import use_tracking
+
+    prepare_stores(settings)
+    use_tracking(settings)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model"
+        path.mkdir()
+        mlflow.keras.save_model(model, str(path), pip_requirements=["keras"])  # no signature
+        mlflow.log_artifacts(str(path), "model")
+        mlflow.log_dict(tiny_spec("nosig"), "evaluation/spec.json")
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "nosig").version
+
+    with pytest.raises(ExportError, match=r"nosig/1 has no signature; log the model with one to export it\."):
+        export_version(settings, "nosig", str(version), "test")
+    tags = MlflowRegistry(settings.tracking_uri).get_version("nosig", "1").tags
+    assert tags["modelyard.deployable"] == "false" and tags["modelyard.export.status"] == "failed"
