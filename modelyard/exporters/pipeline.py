@@ -36,10 +36,6 @@ class ExportResult:
     variant_files: dict[str, Path] = field(default_factory=dict)
     triton: dict[str, Path] = field(default_factory=dict)
 
-    @property
-    def deployable(self) -> bool:
-        return any(self.targets.values())
-
 
 def feeds_for(inputs: list[TensorInfo], data: Inputs) -> dict[str, np.ndarray]:
     if isinstance(data, dict):

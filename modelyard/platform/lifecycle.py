@@ -94,6 +94,3 @@ class Lifecycle:
             raise LifecycleError(f"version {to_version} of '{name}' is already champion.")
         evidence = {"rolled_back_from": champion.version if champion else None}
         return self._move(name, [("champion", to_version), ("previous", None)], actor, reason, evidence)
-
-    def record(self, event: EventRecord) -> None:
-        self.audit.record(event)

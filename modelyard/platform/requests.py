@@ -145,8 +145,3 @@ class RequestStore:
                 TrainingRequest.status.in_(("running", "registering")), TrainingRequest.heartbeat_at < cutoff
             )
             return list(session.scalars(query))
-
-    def for_model(self, model: str) -> list[TrainingRequest]:
-        with self._sessions() as session:
-            query = select(TrainingRequest).where(TrainingRequest.model == model)
-            return list(session.scalars(query.order_by(TrainingRequest.created_at)))
