@@ -158,7 +158,7 @@ def start_worker(tmp_path: Path) -> Iterator:
         out = open(log, "wb")  # noqa: SIM115 - the worker process writes it until the fixture stops it
         full_env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "modelyard.platform.cli", "worker", "--queues", queues],
+            [sys.executable, "-m", "modelyard.platform.cli.main", "worker", "--queues", queues],
             env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,

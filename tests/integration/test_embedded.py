@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def cli(settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_of(settings), "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "modelyard.platform.cli", *args],
+        [sys.executable, "-m", "modelyard.platform.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -105,10 +105,10 @@ def test_cli_trains_on_filesystem_queue_and_refuses_bad_csvs(settings, start_wor
 def test_worker_rejects_a_bad_dataset_and_records_it(settings, start_worker, tmp_path: Path) -> None:
     """Straight onto the queue, past the CLI's early check: the worker refuses it the same way."""
     from modelyard.errors import DatasetError
-    from modelyard.platform.audit import AuditLog
-    from modelyard.platform.celery_app import TRAIN_TASK, create_app
-    from modelyard.platform.requests import RequestStore
-    from modelyard.platform.submit import follow
+    from modelyard.platform.jobs.celery_app import TRAIN_TASK, create_app
+    from modelyard.platform.jobs.submit import follow
+    from modelyard.platform.store.audit import AuditLog
+    from modelyard.platform.store.requests import RequestStore
 
     csv = tmp_path / "nan.csv"
     csv.write_text("a,b,label\n" + "1,2,0\n" * 6 + "3,4,1\n" * 5 + "inf,4,1\n")
@@ -126,7 +126,7 @@ def test_worker_rejects_a_bad_dataset_and_records_it(settings, start_worker, tmp
 
 
 def test_pickled_message_is_refused(settings, start_worker) -> None:
-    from modelyard.platform.celery_app import TRAIN_TASK, create_app
+    from modelyard.platform.jobs.celery_app import TRAIN_TASK, create_app
 
     worker = start_worker(env_of(settings))
     create_app(settings).send_task(
@@ -164,12 +164,12 @@ def test_killed_worker_on_filesystem_queue_is_recovered(start_worker, tmp_path: 
 
     from celery.result import AsyncResult
 
-    from modelyard.platform.audit import AuditLog
-    from modelyard.platform.celery_app import create_app
-    from modelyard.platform.mlflow_registry import MlflowRegistry
+    from modelyard.platform.jobs.celery_app import create_app
+    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.jobs.supervisor import recover_abandoned
+    from modelyard.platform.registry.mlflow_store import MlflowRegistry
     from modelyard.platform.settings import Settings
-    from modelyard.platform.submit import follow, submit_training
-    from modelyard.platform.supervisor import recover_abandoned
+    from modelyard.platform.store.audit import AuditLog
 
     monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MODELYARD_HEARTBEAT_SECONDS", "1")

@@ -46,9 +46,9 @@ def write_spec(folder: Path, spec: dict) -> Path:
 
 
 def test_train_registers_promotes_and_dedups_on_redis(server_settings, start_worker, tmp_path: Path) -> None:
-    from modelyard.platform.audit import AuditLog
-    from modelyard.platform.mlflow_registry import MlflowRegistry
-    from modelyard.platform.submit import follow, submit_training
+    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.registry.mlflow_store import MlflowRegistry
+    from modelyard.platform.store.audit import AuditLog
 
     name = f"srv-{uuid.uuid4().hex[:6]}"
     spec = write_spec(tmp_path, tiny_spec(name))
@@ -83,10 +83,10 @@ def test_worker_killed_mid_epoch_is_redelivered_and_registers_once(
 ) -> None:
     from celery.result import AsyncResult
 
-    from modelyard.platform.audit import AuditLog
-    from modelyard.platform.celery_app import create_app
-    from modelyard.platform.mlflow_registry import MlflowRegistry
-    from modelyard.platform.submit import follow, submit_training
+    from modelyard.platform.jobs.celery_app import create_app
+    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.registry.mlflow_store import MlflowRegistry
+    from modelyard.platform.store.audit import AuditLog
 
     name = f"kill-{uuid.uuid4().hex[:6]}"
     spec = write_spec(tmp_path, tiny_spec(name, epochs=25, early_stopping_patience=0))

@@ -12,8 +12,8 @@ from tests.conftest import tiny_spec
 
 
 def test_in_process_training_exports_then_gates(settings) -> None:
-    from modelyard.platform.mlflow_registry import MlflowRegistry
-    from modelyard.platform.training import TrainRequest, run_training
+    from modelyard.platform.jobs.training import TrainRequest, run_training
+    from modelyard.platform.registry.mlflow_store import MlflowRegistry
 
     result = run_training(settings, TrainRequest(request_id="inproc-1", spec=tiny_spec("inproc")))
 
@@ -28,10 +28,10 @@ def test_a_version_without_signature_is_not_deployable(settings) -> None:
     import mlflow.keras
 
     from modelyard.exporters.convert import ExportError
-    from modelyard.platform.exporting import export_version
-    from modelyard.platform.mlflow_registry import MlflowRegistry
-    from modelyard.platform.supervisor import prepare_stores
-    from modelyard.platform.tracking import use_tracking
+    from modelyard.platform.jobs.exporting import export_version
+    from modelyard.platform.jobs.supervisor import prepare_stores
+    from modelyard.platform.registry.mlflow_store import MlflowRegistry
+    from modelyard.platform.registry.tracking import use_tracking
 
     prepare_stores(settings)
     use_tracking(settings)

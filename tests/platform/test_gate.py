@@ -1,4 +1,4 @@
-from modelyard.platform.gate import decide
+from modelyard.platform.registry.gate import decide
 from modelyard.trainers.spec import GateSpec
 
 

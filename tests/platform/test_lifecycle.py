@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from modelyard.errors import LifecycleError, NotFoundError, RegistryError
-from modelyard.platform.audit import AuditLog
-from modelyard.platform.lifecycle import Lifecycle
-from modelyard.platform.registry import ModelSummary, Registry, VersionInfo, parse_ref, resolve
+from modelyard.platform.registry.base import ModelSummary, Registry, VersionInfo, parse_ref, resolve
+from modelyard.platform.registry.lifecycle import Lifecycle
+from modelyard.platform.store.audit import AuditLog
 
 
 class MemoryRegistry(Registry):

@@ -2,7 +2,7 @@
 
 import time
 
-from modelyard.platform.requests import RequestStore
+from modelyard.platform.store.requests import RequestStore
 
 
 def test_claims(settings) -> None:
@@ -49,7 +49,7 @@ def test_schema_head_constant_matches_the_migrations() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from modelyard.platform.db import MIGRATIONS, SCHEMA_HEAD
+    from modelyard.platform.store.db import MIGRATIONS, SCHEMA_HEAD
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

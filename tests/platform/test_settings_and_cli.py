@@ -22,14 +22,16 @@ def test_server_mode_comes_from_the_environment(monkeypatch) -> None:
 
 def test_help_is_fast_and_imports_nothing_heavy() -> None:
     code = (
-        "import sys, time; t = time.perf_counter(); from modelyard.platform import cli; "
+        "import sys, time; t = time.perf_counter(); from modelyard.platform.cli import main; "
         "print(time.perf_counter() - t); "
         "print([m for m in ('tensorflow', 'keras', 'mlflow', 'pandas', 'celery', 'sklearn') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[1] == "[]"
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "modelyard.platform.cli", "--help"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "modelyard.platform.cli.main", "--help"], capture_output=True, text=True
+    )
     assert done.returncode == 0 and "demo" in done.stdout
     assert time.perf_counter() - started < 1.0
 
@@ -44,6 +46,6 @@ def test_unknown_model_is_one_clear_sentence(settings) -> None:
         (["worker", "--queues", "gpu"], "error: unknown queue 'gpu' (queues: train, export, monitor)."),
     ]:
         done = subprocess.run(
-            [sys.executable, "-m", "modelyard.platform.cli", *args], env=env, capture_output=True, text=True
+            [sys.executable, "-m", "modelyard.platform.cli.main", *args], env=env, capture_output=True, text=True
         )
         assert done.returncode == 1 and done.stderr.strip() == message, done.stderr

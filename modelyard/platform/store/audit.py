@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from modelyard.platform.db import Event, ensure_schema, session_factory
 from modelyard.platform.settings import Settings
+from modelyard.platform.store.db import Event, ensure_schema, session_factory
 
 
 @dataclass

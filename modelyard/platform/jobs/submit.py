@@ -26,10 +26,10 @@ def submit_training(
     overrides: dict[str, Any] | None = None,
 ) -> Submitted:
     """Validate the spec (and a local dataset) here, record the request, queue it."""
-    from modelyard.platform.audit import AuditLog, EventRecord
-    from modelyard.platform.celery_app import TRAIN_TASK, create_app
-    from modelyard.platform.requests import RequestStore
-    from modelyard.platform.training import TrainRequest
+    from modelyard.platform.jobs.celery_app import TRAIN_TASK, create_app
+    from modelyard.platform.jobs.training import TrainRequest
+    from modelyard.platform.store.audit import AuditLog, EventRecord
+    from modelyard.platform.store.requests import RequestStore
     from modelyard.trainers.datasets import load_dataset
     from modelyard.trainers.spec import load_spec, parse_spec
 
@@ -70,8 +70,8 @@ def follow(
     from celery.result import AsyncResult
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from modelyard.platform.celery_app import create_app
-    from modelyard.platform.requests import RequestStore
+    from modelyard.platform.jobs.celery_app import create_app
+    from modelyard.platform.store.requests import RequestStore
 
     app = create_app(settings)
     store = RequestStore(settings)

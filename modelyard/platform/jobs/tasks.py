@@ -11,7 +11,7 @@ from celery.signals import worker_init
 from pydantic import ValidationError
 
 from modelyard.errors import SpecError, TransientError
-from modelyard.platform.celery_app import EXPORT_TASK, TRAIN_TASK, app
+from modelyard.platform.jobs.celery_app import EXPORT_TASK, TRAIN_TASK, app
 from modelyard.platform.settings import Settings
 
 
@@ -54,7 +54,7 @@ def backoff(retries: int, base: float = 5.0, cap: float = 300.0) -> float:
 @app.task(bind=True, name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     """Train, register, gate. TensorFlow is imported in here, in the worker's child."""
-    from modelyard.platform.training import Busy, TrainRequest, run_training
+    from modelyard.platform.jobs.training import Busy, TrainRequest, run_training
 
     try:
         request = TrainRequest.model_validate(payload)
@@ -91,8 +91,7 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
 @app.task(bind=True, name=EXPORT_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def export(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     """Export a version to ONNX; for a training request, then gate it and record the final result."""
-    from modelyard.platform.exporting import export_version
-    from modelyard.platform.promotion import ExportBusy, finish_request
+    from modelyard.platform.jobs.exporting import ExportBusy, export_version, finish_request
 
     name, version = str(payload.get("name", "")), str(payload.get("version", ""))
     if not name or not version.isdigit():

@@ -51,14 +51,14 @@ def _settings():
 
 
 def _registry():
-    from modelyard.platform.mlflow_registry import MlflowRegistry
+    from modelyard.platform.registry.mlflow_store import MlflowRegistry
 
     return MlflowRegistry(_settings().tracking_uri)
 
 
 def _lifecycle():
-    from modelyard.platform.audit import AuditLog
-    from modelyard.platform.lifecycle import Lifecycle
+    from modelyard.platform.registry.lifecycle import Lifecycle
+    from modelyard.platform.store.audit import AuditLog
 
     return Lifecycle(_registry(), AuditLog(_settings()))
 
@@ -76,7 +76,7 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a training on the `train` queue (and follow it with --wait)."""
-    from modelyard.platform.submit import follow, submit_training
+    from modelyard.platform.jobs.submit import follow, submit_training
 
     rid = request_id or uuid.uuid4().hex
     submitted = submit_training(_settings(), spec, rid, trigger)
@@ -91,7 +91,7 @@ def train(
     if as_json:
         _print_json(result)
         return
-    from modelyard.platform.views import print_training_result
+    from modelyard.platform.cli.views import print_training_result
 
     print_training_result(out, result)
 
@@ -113,7 +113,7 @@ def models(as_json: JsonOpt = False) -> None:
 @cli.command()
 def versions(name: str, as_json: JsonOpt = False) -> None:
     """Versions of a model with their aliases and lineage."""
-    from modelyard.platform.views import version_rows
+    from modelyard.platform.cli.views import version_rows
 
     rows = version_rows(_registry(), name)
     if as_json:
@@ -134,9 +134,9 @@ def versions(name: str, as_json: JsonOpt = False) -> None:
 @cli.command()
 def show(ref: Annotated[str, typer.Argument(help="NAME@alias or NAME/VERSION")], as_json: JsonOpt = False) -> None:
     """One version: aliases, tags, test metrics, run."""
-    from modelyard.platform.registry import resolve
-    from modelyard.platform.tracking import use_tracking
-    from modelyard.platform.views import export_report, print_version
+    from modelyard.platform.cli.views import export_report, print_version
+    from modelyard.platform.registry.base import resolve
+    from modelyard.platform.registry.tracking import use_tracking
 
     use_tracking(_settings())
     registry = _registry()
@@ -163,9 +163,9 @@ def export(
     from celery.result import AsyncResult
 
     from modelyard.exporters.spec import TARGETS
-    from modelyard.platform.celery_app import EXPORT_TASK, create_app
-    from modelyard.platform.registry import resolve
-    from modelyard.platform.submit import _as_user_error
+    from modelyard.platform.jobs.celery_app import EXPORT_TASK, create_app
+    from modelyard.platform.jobs.submit import _as_user_error
+    from modelyard.platform.registry.base import resolve
 
     unknown = [t for t in target or [] if t not in TARGETS]
     if unknown:
@@ -185,7 +185,7 @@ def export(
     summary = dict(result.result)
     if as_json:
         return _print_json(summary)
-    from modelyard.platform.views import print_export
+    from modelyard.platform.cli.views import print_export
 
     print_export(out, summary)
 
@@ -197,7 +197,7 @@ def promote(
     actor: Annotated[str, typer.Option(help="Who; kept in the audit log.")] = "cli",
 ) -> None:
     """Make a version champion; the current champion becomes previous."""
-    from modelyard.platform.registry import resolve
+    from modelyard.platform.registry.base import resolve
 
     lifecycle = _lifecycle()
     info = resolve(lifecycle.registry, ref, default_alias="challenger")
@@ -220,10 +220,10 @@ def rollback(
 @cli.command()
 def history(name: str, as_json: JsonOpt = False) -> None:
     """Every lifecycle event of a model, oldest first (the audit log)."""
-    from modelyard.platform.views import event_rows, print_timeline
+    from modelyard.platform.cli.views import event_rows, print_timeline
 
     _registry().list_versions(name)  # unknown model: a clear error, not an empty table
-    from modelyard.platform.audit import AuditLog
+    from modelyard.platform.store.audit import AuditLog
 
     rows = event_rows(AuditLog(_settings()).history(name))
     if as_json:
@@ -238,7 +238,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run a Celery worker with the flags its queues need (replaces this process)."""
-    from modelyard.platform.supervisor import worker_argv
+    from modelyard.platform.jobs.supervisor import worker_argv
 
     argv = worker_argv(_settings(), queues.split(","), concurrency, loglevel)
     os.execv(argv[0], argv)
@@ -247,7 +247,7 @@ def worker(
 @cli.command()
 def up() -> None:
     """Embedded mode: start workers for every queue and beat, supervised; Ctrl-C stops them."""
-    from modelyard.platform.supervisor import Supervisor
+    from modelyard.platform.jobs.supervisor import Supervisor
 
     sys.exit(Supervisor(_settings(), out).run())
 
@@ -255,7 +255,7 @@ def up() -> None:
 @cli.command()
 def demo(name: Annotated[str, typer.Option(help="Registered model name to use.")] = "digits-demo") -> None:
     """Train v1, a better v2, a weak v3 on digits; gate, promote, roll back; print the timeline."""
-    from modelyard.platform.demo import run_demo
+    from modelyard.platform.cli.demo import run_demo
 
     run_demo(_settings(), out, name)
 

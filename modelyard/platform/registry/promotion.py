@@ -1,7 +1,6 @@
-"""After training: export the version, then gate it against the champion, then record the result.
+"""The gate as a step: judge a version against the champion on the same held-out data, then promote it.
 
-Runs in the `modelyard.export` task (or in-process when no queue is given). A version
-whose export fails cannot become champion; the gate says so.
+A version whose export failed cannot become champion; the gate says so.
 """
 
 from __future__ import annotations
@@ -9,66 +8,21 @@ from __future__ import annotations
 from contextlib import suppress
 from typing import Any
 
-from modelyard.errors import LifecycleError, ModelyardError, TransientError
-from modelyard.platform.audit import AuditLog, EventRecord
-from modelyard.platform.gate import GateDecision, decide
-from modelyard.platform.lifecycle import Lifecycle
-from modelyard.platform.mlflow_registry import MlflowRegistry
-from modelyard.platform.registry import VersionInfo
-from modelyard.platform.requests import RequestStore
+from modelyard.errors import LifecycleError
+from modelyard.platform.registry.base import VersionInfo
+from modelyard.platform.registry.gate import GateDecision, decide
+from modelyard.platform.registry.lifecycle import Lifecycle
+from modelyard.platform.registry.mlflow_store import MlflowRegistry
 from modelyard.platform.settings import Settings
+from modelyard.platform.store.audit import AuditLog, EventRecord
 from modelyard.trainers.spec import TrainSpec
-
-
-class ExportBusy(Exception):
-    """Another worker is exporting this request right now."""
-
-
-def finish_request(settings: Settings, name: str, version: str, request_id: str) -> dict[str, Any]:
-    from modelyard.platform.exporting import export_version
-    from modelyard.platform.training import worker_name
-
-    store = RequestStore(settings)
-    owner = worker_name()
-    claim = store.take_export(request_id, owner)
-    if claim.state == "done":
-        return {**(claim.row.result or {}), "duplicate": True}
-    if claim.state != "claimed":
-        raise ExportBusy(request_id)
-    result = dict(claim.row.result or {})
-    try:
-        with store.heartbeat(request_id, owner, settings.heartbeat_seconds):
-            try:
-                result["export"] = export_version(settings, name, version, owner, request_id=request_id)
-                export_problem = None
-            except TransientError:
-                raise
-            except ModelyardError as err:
-                result["export"] = {"error": str(err)}
-                export_problem = str(err)
-            decision = gate(settings, name, version, request_id, export_problem)
-    except TransientError:
-        store.hand_over(request_id, owner)
-        raise
-    result["gate"] = decision.as_dict() if decision else None
-    result["status"] = _status(decision, bool(claim.row.spec.get("gate", {}).get("require_approval")))
-    store.update(request_id, owner, status="succeeded", result=result)
-    return result
-
-
-def _status(decision: GateDecision | None, require_approval: bool) -> str:
-    if decision is None:
-        return "gated_before"
-    if not decision.passed:
-        return "rejected"
-    return "awaiting_approval" if require_approval else "promoted"
 
 
 def gate(
     settings: Settings, name: str, version: str, request_id: str | None, export_problem: str | None
 ) -> GateDecision | None:
     """Judge a version once: against the champion on the challenger's held-out data."""
-    from modelyard.platform import tracking
+    from modelyard.platform.registry import tracking
 
     tracking.use_tracking(settings)
     registry = MlflowRegistry(settings.tracking_uri)
@@ -121,7 +75,7 @@ def _champion_on_holdout(
     spec: TrainSpec, champion: VersionInfo, holdout: Any
 ) -> tuple[dict[str, float] | None, list[str]]:
     """The champion's metrics on the challenger's held-out split (the same data for both)."""
-    from modelyard.platform import tracking
+    from modelyard.platform.registry import tracking
     from modelyard.trainers.evaluate import evaluate_model
 
     x, y = holdout

@@ -7,8 +7,6 @@ stopped and never registers a second version.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -16,12 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from modelyard.errors import ModelyardError, TransientError
-from modelyard.platform.audit import AuditLog, EventRecord
-from modelyard.platform.lifecycle import Lifecycle
-from modelyard.platform.mlflow_registry import MlflowRegistry
-from modelyard.platform.registry import TAG_PREFIX, VersionInfo
-from modelyard.platform.requests import RequestStore
+from modelyard.platform.registry.base import TAG_PREFIX, VersionInfo
+from modelyard.platform.registry.lifecycle import Lifecycle
+from modelyard.platform.registry.mlflow_store import MlflowRegistry
 from modelyard.platform.settings import Settings
+from modelyard.platform.store.audit import AuditLog, EventRecord
+from modelyard.platform.store.requests import RequestStore, worker_name
 from modelyard.trainers.spec import TrainSpec, parse_spec
 
 Progress = Callable[[dict[str, Any]], None]
@@ -42,10 +40,6 @@ class Busy(Exception):
     def __init__(self, request_id: str, owner: str | None, retry_in: float) -> None:
         super().__init__(f"request {request_id} is being trained by {owner}")
         self.retry_in = retry_in
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_training(
@@ -92,7 +86,7 @@ def run_training(
         raise
     store.hand_over(request.request_id, owner, status="exporting", result=result)
     if enqueue_export is None:
-        from modelyard.platform.promotion import finish_request
+        from modelyard.platform.jobs.exporting import finish_request
 
         return finish_request(settings, spec.name, result["version"], request.request_id)
     enqueue_export(spec.name, result["version"], request.request_id)
@@ -108,7 +102,7 @@ def _train_and_register_once(
     owner: str,
     report: Progress,
 ) -> dict[str, Any]:
-    from modelyard.platform import tracking
+    from modelyard.platform.registry import tracking
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -161,7 +155,7 @@ def _train_and_register(
 ) -> tuple[str, str, dict[str, float]]:
     import mlflow
 
-    from modelyard.platform import tracking
+    from modelyard.platform.registry import tracking
     from modelyard.trainers import datasets, evaluate, train
 
     t = time.perf_counter()

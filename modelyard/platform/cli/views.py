@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from modelyard.platform.db import Event
-from modelyard.platform.registry import TAG_PREFIX, Registry
+from modelyard.platform.registry.base import TAG_PREFIX, Registry
+from modelyard.platform.store.db import Event
 
 KIND_STYLE = {
     "exported": "blue",

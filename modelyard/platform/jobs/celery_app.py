@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         "modelyard",
         broker=settings.effective_broker_url,
         backend=settings.effective_result_backend,
-        include=["modelyard.platform.tasks"],
+        include=["modelyard.platform.jobs.tasks"],
     )
     transport: dict[str, object] = {"visibility_timeout": settings.effective_visibility_timeout}
     if settings.mode == "embedded":

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from modelyard.errors import NotFoundError, RegistryError, TransientError
-from modelyard.platform.registry import ModelSummary, Registry, VersionInfo
+from modelyard.platform.registry.base import ModelSummary, Registry, VersionInfo
 
 T = TypeVar("T")
 

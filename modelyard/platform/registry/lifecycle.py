@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from modelyard.errors import LifecycleError
-from modelyard.platform.audit import AuditLog, EventRecord
-from modelyard.platform.registry import Registry
+from modelyard.platform.registry.base import Registry
+from modelyard.platform.store.audit import AuditLog, EventRecord
 
 
 class Lifecycle:

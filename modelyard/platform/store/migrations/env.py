@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from modelyard.platform.db import Base
+from modelyard.platform.store.db import Base
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata)

@@ -8,6 +8,8 @@ second delivery of the same request finds it done (and returns the result), busy
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -17,8 +19,14 @@ from typing import Any, Literal
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from modelyard.platform.db import TrainingRequest, ensure_schema, session_factory, utcnow
 from modelyard.platform.settings import Settings
+from modelyard.platform.store.db import TrainingRequest, ensure_schema, session_factory, utcnow
+
+
+def worker_name() -> str:
+    """Who holds a claim: host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
 
 ClaimState = Literal["claimed", "busy", "done", "failed"]
 

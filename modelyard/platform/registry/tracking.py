@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.platform.mlflow_registry import mlflow_errors
+from modelyard.platform.registry.mlflow_store import mlflow_errors
 from modelyard.platform.settings import Settings
 from modelyard.trainers.datasets import Dataset, Split
 from modelyard.trainers.evaluate import Evaluation, save_confusion_png

@@ -19,11 +19,11 @@ from rich.console import Console
 from modelyard.errors import ModelyardError
 from modelyard.platform.settings import Settings
 
-APP = "modelyard.platform.celery_app:app"
+APP = "modelyard.platform.jobs.celery_app:app"
 
 
 def worker_argv(settings: Settings, queues: list[str], concurrency: int | None, loglevel: str = "INFO") -> list[str]:
-    from modelyard.platform.celery_app import QUEUES
+    from modelyard.platform.jobs.celery_app import QUEUES
 
     queues = [q.strip() for q in queues if q.strip()]
     unknown = [q for q in queues if q not in QUEUES]
@@ -65,7 +65,7 @@ def prepare_stores(settings: Settings) -> None:
     """Create the MLflow and platform schemas once, before several processes race to."""
     from mlflow.tracking import MlflowClient
 
-    from modelyard.platform.db import ensure_schema
+    from modelyard.platform.store.db import ensure_schema
 
     settings.ensure_folders()
     ensure_schema(settings.platform_database_url, settings.run_folder)
@@ -74,9 +74,9 @@ def prepare_stores(settings: Settings) -> None:
 
 def recover_abandoned(settings: Settings) -> list[str]:
     """Queue again the trainings whose worker stopped beating; the request id keeps it to one version."""
-    from modelyard.platform.celery_app import EXPORT_TASK, TRAIN_TASK, create_app
-    from modelyard.platform.requests import RequestStore
-    from modelyard.platform.training import TrainRequest
+    from modelyard.platform.jobs.celery_app import EXPORT_TASK, TRAIN_TASK, create_app
+    from modelyard.platform.jobs.training import TrainRequest
+    from modelyard.platform.store.requests import RequestStore
 
     rows = RequestStore(settings).abandoned()
     app = create_app(settings)

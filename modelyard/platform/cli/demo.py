@@ -18,7 +18,7 @@ from modelyard.platform.settings import Settings
 
 def examples_folder() -> Path:
     """The checkout's examples/ (editable install), else ./examples (the Docker image's /app)."""
-    for folder in (Path(__file__).resolve().parents[2] / "examples", Path.cwd() / "examples"):
+    for folder in (Path(__file__).resolve().parents[3] / "examples", Path.cwd() / "examples"):
         if (folder / STEPS[0][1]).is_file():
             return folder
     raise ModelyardError("the demo's specs are missing: run it from a modelyard checkout (examples/ not found).")
@@ -33,7 +33,7 @@ STEPS = (
 
 def free_name(settings: Settings, wanted: str) -> str:
     """The wanted name if unused in this registry, else the first free `wanted-N`."""
-    from modelyard.platform.mlflow_registry import MlflowRegistry
+    from modelyard.platform.registry.mlflow_store import MlflowRegistry
 
     registry = MlflowRegistry(settings.tracking_uri)
     taken = {m.name for m in registry.list_models()}
@@ -46,20 +46,20 @@ def free_name(settings: Settings, wanted: str) -> str:
 
 def start_workers(settings: Settings, console: Console) -> subprocess.Popen | None:
     """Start `modelyard up` unless workers run already; the handle to stop it, or None."""
-    from modelyard.platform.supervisor import running_supervisor
+    from modelyard.platform.jobs.supervisor import running_supervisor
 
     if running_supervisor(settings):
         console.print("using the workers of the running `modelyard up`")
         return None
     if settings.mode == "server":
-        from modelyard.platform.celery_app import create_app
+        from modelyard.platform.jobs.celery_app import create_app
 
         if create_app(settings).control.ping(timeout=2.0):
             console.print("using the running workers")
             return None
     console.print("starting workers (`modelyard up`) for the demo")
     return subprocess.Popen(
-        [sys.executable, "-m", "modelyard.platform.cli", "up"],
+        [sys.executable, "-m", "modelyard.platform.cli.main", "up"],
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -77,12 +77,12 @@ def stop_workers(proc: subprocess.Popen | None) -> None:
 
 
 def run_demo(settings: Settings, console: Console, wanted: str) -> None:
-    from modelyard.platform.audit import AuditLog
-    from modelyard.platform.lifecycle import Lifecycle
-    from modelyard.platform.mlflow_registry import MlflowRegistry
-    from modelyard.platform.submit import follow, submit_training
-    from modelyard.platform.supervisor import prepare_stores
-    from modelyard.platform.views import event_rows, print_timeline, print_training_result
+    from modelyard.platform.cli.views import event_rows, print_timeline, print_training_result
+    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.jobs.supervisor import prepare_stores
+    from modelyard.platform.registry.lifecycle import Lifecycle
+    from modelyard.platform.registry.mlflow_store import MlflowRegistry
+    from modelyard.platform.store.audit import AuditLog
 
     examples = examples_folder()
     prepare_stores(settings)

@@ -1,7 +1,8 @@
-"""Export a registered version to ONNX: load it from MLflow, run the exporter, log and tag the results.
+"""The export stage: export a registered version to ONNX, then (for a training request) gate it.
 
 A version whose export fails stays registered but is tagged not deployable, and the
-gate will not promote it.
+gate will not promote it. Runs in the `modelyard.export` task (or in-process when no
+queue is given).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelyard.errors import ModelyardError, SpecError
-from modelyard.platform.audit import AuditLog, EventRecord
-from modelyard.platform.mlflow_registry import MlflowRegistry, mlflow_errors
-from modelyard.platform.registry import TAG_PREFIX, VersionInfo
+from modelyard.errors import ModelyardError, SpecError, TransientError
+from modelyard.platform.registry.base import TAG_PREFIX, VersionInfo
+from modelyard.platform.registry.gate import GateDecision
+from modelyard.platform.registry.mlflow_store import MlflowRegistry, mlflow_errors
+from modelyard.platform.registry.promotion import gate
 from modelyard.platform.settings import Settings
+from modelyard.platform.store.audit import AuditLog, EventRecord
+from modelyard.platform.store.requests import RequestStore, worker_name
 
 EXPORT_TAG = f"{TAG_PREFIX}export"
 
@@ -41,7 +45,7 @@ def export_version(
     request_id: str | None = None,
 ) -> dict[str, Any]:
     """Export, log under the version's run (artifact folder `export/`), tag the version, record the event."""
-    from modelyard.platform import tracking
+    from modelyard.platform.registry import tracking
 
     tracking.use_tracking(settings)
     registry = MlflowRegistry(settings.tracking_uri)
@@ -68,7 +72,7 @@ def _export(
 ) -> dict[str, Any]:
     from modelyard.exporters.convert import ExportError
     from modelyard.exporters.pipeline import ExportData, export_model
-    from modelyard.platform import tracking
+    from modelyard.platform.registry import tracking
     from modelyard.trainers.evaluate import classification_metrics, regression_metrics
 
     run_id = info.run_id or ""
@@ -121,7 +125,7 @@ def _load_model(info: VersionInfo) -> Any:
     import mlflow
 
     from modelyard.exporters.convert import ExportError
-    from modelyard.platform import tracking
+    from modelyard.platform.registry import tracking
 
     uri = f"models:/{info.name}/{info.version}"
     try:
@@ -142,3 +146,45 @@ def _load_model(info: VersionInfo) -> Any:
     except Exception as err:
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise ExportError(f"the model artifact of {info.name}/{info.version} is corrupt ({first}).") from None
+
+
+class ExportBusy(Exception):
+    """Another worker is exporting this request right now."""
+
+
+def finish_request(settings: Settings, name: str, version: str, request_id: str) -> dict[str, Any]:
+
+    store = RequestStore(settings)
+    owner = worker_name()
+    claim = store.take_export(request_id, owner)
+    if claim.state == "done":
+        return {**(claim.row.result or {}), "duplicate": True}
+    if claim.state != "claimed":
+        raise ExportBusy(request_id)
+    result = dict(claim.row.result or {})
+    try:
+        with store.heartbeat(request_id, owner, settings.heartbeat_seconds):
+            try:
+                result["export"] = export_version(settings, name, version, owner, request_id=request_id)
+                export_problem = None
+            except TransientError:
+                raise
+            except ModelyardError as err:
+                result["export"] = {"error": str(err)}
+                export_problem = str(err)
+            decision = gate(settings, name, version, request_id, export_problem)
+    except TransientError:
+        store.hand_over(request_id, owner)
+        raise
+    result["gate"] = decision.as_dict() if decision else None
+    result["status"] = _status(decision, bool(claim.row.spec.get("gate", {}).get("require_approval")))
+    store.update(request_id, owner, status="succeeded", result=result)
+    return result
+
+
+def _status(decision: GateDecision | None, require_approval: bool) -> str:
+    if decision is None:
+        return "gated_before"
+    if not decision.passed:
+        return "rejected"
+    return "awaiting_approval" if require_approval else "promoted"

@@ -1,0 +1,1 @@
+"""The platform database: schema and migrations, training requests, the audit log."""
