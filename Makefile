@@ -2,22 +2,28 @@
 PY ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= cpu,dev
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
-comma := ,
+# cpu or gpu: which ONNX Runtime (and TensorFlow CUDA libraries) to install; exactly one.
+RUNTIME ?= cpu
+RUN_STAMP := $(VENV)/.installed-$(RUNTIME)
+DEV_STAMP := $(VENV)/.installed-$(RUNTIME)-dev
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit lint format services bench bench-export clean
+.PHONY: install install-dev demo test test-unit lint format services bench bench-export bench-read clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# The demo needs the runtime only; tests, linters and benchmarks add the dev extra.
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install -q -e '.[$(subst -,$(comma),$*)]'
 	touch $@
 
-install: $(STAMP)
+comma := ,
+
+install: $(RUN_STAMP)
+
+install-dev: $(DEV_STAMP)
 
 demo: install
 	$(BIN)/modelyard demo
@@ -25,27 +31,30 @@ demo: install
 services:
 	bash scripts/services.sh
 
-test: install services
+test: install-dev services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-unit: install
+test-unit: install-dev
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy modelyard
 	$(BIN)/lint-imports
 
-format: install
+format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install
+bench: install-dev
 	$(BIN)/python bench/train_overhead.py
 
-bench-export: install
+bench-export: install-dev
 	$(BIN)/python bench/export_latency.py
+
+bench-read: install-dev
+	$(BIN)/python bench/read_commands.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
