@@ -22,7 +22,7 @@ def test_server_mode_comes_from_the_environment(monkeypatch) -> None:
 
 def test_help_is_fast_and_imports_nothing_heavy() -> None:
     code = (
-        "import sys, time; t = time.perf_counter(); from modelyard.platform.cli import main; "
+        "import sys, time; t = time.perf_counter(); from modelyard.platform.cli.main import main; "
         "print(time.perf_counter() - t); "
         "print([m for m in ('tensorflow', 'keras', 'mlflow', 'pandas', 'celery', 'sklearn') if m in sys.modules])"
     )
@@ -43,7 +43,7 @@ def test_unknown_model_is_one_clear_sentence(settings) -> None:
     for args, message in [
         (["show", "ghost@champion"], "error: model 'ghost' is not registered."),
         (["rollback", "ghost"], "error: model 'ghost' is not registered."),
-        (["worker", "--queues", "gpu"], "error: unknown queue 'gpu' (queues: train, export, monitor)."),
+        (["worker", "--queues", "gpu"], "error: unknown queue 'gpu' (queues: train, train-all, export, monitor)."),
     ]:
         done = subprocess.run(
             [sys.executable, "-m", "modelyard.platform.cli.main", *args], env=env, capture_output=True, text=True

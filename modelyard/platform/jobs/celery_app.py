@@ -6,12 +6,14 @@ parent that has not touched CUDA, and each training child imports TensorFlow its
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 from kombu import Queue
 
 from modelyard.platform.settings import Settings
 
-QUEUES = ("train", "export", "monitor")
+QUEUES = ("train", "train-all", "export", "monitor")
 TRAIN_TASK = "modelyard.train"
 EXPORT_TASK = "modelyard.export"
 
@@ -69,6 +71,14 @@ def create_app(settings: Settings | None = None) -> Celery:
         beat_schedule={},
     )
     return app
+
+
+def send_training(app: Celery, payload: dict[str, Any]) -> None:
+    """Queue a training request (a TrainRequest as JSON) on the train queue its spec asks for."""
+    from modelyard.platform.jobs.gpus import train_queue
+
+    queue = train_queue(payload["spec"])  # the routing key too: the default route would say `train`
+    app.send_task(TRAIN_TASK, args=[payload], task_id=payload["request_id"], queue=queue, routing_key=queue)
 
 
 app = create_app()

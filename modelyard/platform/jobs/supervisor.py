@@ -22,8 +22,11 @@ from modelyard.platform.settings import Settings
 APP = "modelyard.platform.jobs.celery_app:app"
 
 
-def worker_argv(settings: Settings, queues: list[str], concurrency: int | None, loglevel: str = "INFO") -> list[str]:
+def worker_argv(
+    settings: Settings, queues: list[str], concurrency: int | None, loglevel: str = "INFO", name: str | None = None
+) -> list[str]:
     from modelyard.platform.jobs.celery_app import QUEUES
+    from modelyard.platform.jobs.gpus import TRAIN_QUEUES
 
     queues = [q.strip() for q in queues if q.strip()]
     unknown = [q for q in queues if q not in QUEUES]
@@ -39,7 +42,7 @@ def worker_argv(settings: Settings, queues: list[str], concurrency: int | None, 
         "-Q",
         ",".join(queues),
         "-n",
-        f"{'+'.join(queues)}-{os.getpid()}@%h",
+        f"{name or '+'.join(queues)}-{os.getpid()}@%h",
         "-l",
         loglevel,
         "--prefetch-multiplier",
@@ -47,10 +50,11 @@ def worker_argv(settings: Settings, queues: list[str], concurrency: int | None, 
         "-O",
         "fair",
     ]
-    if "train" in queues:
-        if len(queues) > 1:
+    training = [q for q in queues if q in TRAIN_QUEUES]
+    if training:
+        if len(training) < len(queues):
             raise ModelyardError(
-                "the train queue needs a worker of its own (one process per GPU, a fresh child per task)."
+                "the train queues need a worker of their own (one process per GPU, a fresh child per task)."
             )
         # A fresh child per training: TensorFlow never gives GPU memory back, CUDA does not survive fork.
         argv += ["--pool", "prefork", "--concurrency", str(concurrency or 1), "--max-tasks-per-child", "1"]
@@ -74,7 +78,7 @@ def prepare_stores(settings: Settings) -> None:
 
 def recover_abandoned(settings: Settings) -> list[str]:
     """Queue again the trainings whose worker stopped beating; the request id keeps it to one version."""
-    from modelyard.platform.jobs.celery_app import EXPORT_TASK, TRAIN_TASK, create_app
+    from modelyard.platform.jobs.celery_app import EXPORT_TASK, create_app, send_training
     from modelyard.platform.jobs.training import TrainRequest
     from modelyard.platform.store.requests import RequestStore
 
@@ -86,7 +90,7 @@ def recover_abandoned(settings: Settings) -> list[str]:
             app.send_task(EXPORT_TASK, args=[export], task_id=f"{row.request_id}:export")
             continue
         payload = TrainRequest(request_id=row.request_id, spec=row.spec, trigger=row.trigger)  # type: ignore[arg-type]
-        app.send_task(TRAIN_TASK, args=[payload.model_dump()], task_id=row.request_id)
+        send_training(app, payload.model_dump())
     return [r.request_id for r in rows]
 
 
@@ -94,12 +98,17 @@ def recover_abandoned(settings: Settings) -> list[str]:
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     restarts: list[float] = field(default_factory=list)
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, console: Console, grace: float = 60.0) -> None:
+    def __init__(
+        self, settings: Settings, console: Console, grace: float = 60.0, gpus: list[str] | None = None
+    ) -> None:
+        from modelyard.platform.jobs.gpus import train_workers, visible_gpus
+
         self.settings = settings
         self.console = console
         self.grace = grace
@@ -116,8 +125,12 @@ class Supervisor:
             "-s",
             str(settings.run_folder / "beat-schedule"),
         ]
+        trainers = [
+            Child(w.name, worker_argv(settings, list(w.queues), None, name=w.name), w.env)
+            for w in train_workers(visible_gpus() if gpus is None else gpus)
+        ]
         self.children = [
-            Child("train", worker_argv(settings, ["train"], None)),
+            *trainers,
             Child("export+monitor", worker_argv(settings, ["export", "monitor"], 2)),
             Child("beat", beat),
         ]
@@ -157,7 +170,8 @@ class Supervisor:
 
     def _start(self, child: Child, logs: Path) -> None:
         log = open(logs / f"{child.name}.log", "ab")  # noqa: SIM115 - the child keeps it open
-        child.proc = subprocess.Popen(child.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {**os.environ, **child.env}
+        child.proc = subprocess.Popen(child.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
     def _restart(self, child: Child, logs: Path) -> bool:
         now = time.monotonic()
