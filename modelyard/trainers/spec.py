@@ -73,6 +73,14 @@ class GateSpec(_Strict):
         None, description="With no champion: the primary metric must reach this to promote."
     )
     require_approval: bool = Field(False, description="Leave a passing version as challenger for a human to promote.")
+    must_beat_baseline: bool = Field(
+        True,
+        description="Reject a network whose primary metric does not beat the classical baseline "
+        "(logistic or ridge regression) trained and tested on the same split.",
+    )
+    baseline_margin: float = Field(
+        0.0, ge=0, description="With must_beat_baseline: how much the network must beat the baseline by."
+    )
 
 
 class TrainSpec(_Strict):
@@ -88,6 +96,11 @@ class TrainSpec(_Strict):
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     primary_metric: str = "accuracy"
     mixed_precision: bool = Field(True, description="Use mixed float16 when training on a GPU.")
+    gpus: Literal["one", "all"] = Field(
+        "one",
+        description="one: the GPU of the train worker that takes it (each is pinned to one); "
+        "all: every GPU of one machine with MirroredStrategy (queue train-all).",
+    )
     gate: GateSpec = Field(default_factory=GateSpec)
     export: dict[str, Any] = Field(
         default_factory=dict, description="ONNX export settings (opset, tolerances, variants, budgets per target)."

@@ -94,6 +94,7 @@ def test_cli_trains_on_filesystem_queue_and_refuses_bad_csvs(settings, start_wor
 
     models = cli_json(settings, "models")
     assert models == [{"name": "fs", "latest_version": "1", "aliases": {"champion": "1"}, "description": ""}]
+    assert [(v["version"], v["aliases"]) for v in cli_json(settings, "versions", "fs")] == [("1", ["champion"])]
     history = cli_json(settings, "history", "fs")
     assert [e["kind"] for e in history].count("training_failed") == 3
     assert [(e["alias"], e["to"]) for e in history if e["kind"] == "alias_set"] == [
@@ -147,14 +148,18 @@ def test_demo_runs_the_whole_lifecycle(settings) -> None:
 
     models = cli_json(settings, "models")
     assert models[0]["name"] == "digits-demo"
-    assert models[0]["aliases"] == {"champion": "1", "challenger": "3"}
+    assert models[0]["aliases"] == {"champion": "2", "challenger": "4"}
+    versions = cli_json(settings, "versions", "digits-demo")
+    assert [v["aliases"] for v in versions] == [[], ["champion"], [], ["challenger"]]
     history = cli_json(settings, "history", "digits-demo")
-    assert [e["to"] for e in history if e["kind"] == "exported"] == ["1", "2", "3"]
+    assert [e["to"] for e in history if e["kind"] == "exported"] == ["1", "2", "3", "4"]
     assert "v1 exported to ONNX" in done.stdout
     gates = [(e["kind"], e["to"]) for e in history if e["kind"].startswith("gate_")]
-    assert gates == [("gate_passed", "1"), ("gate_passed", "2"), ("gate_rejected", "3")]
+    assert gates == [("gate_rejected", "1"), ("gate_passed", "2"), ("gate_passed", "3"), ("gate_rejected", "4")]
+    v1_gate = next(e for e in history if e["kind"] == "gate_rejected")
+    assert "does not beat the classical baseline's 0.9750" in v1_gate["reason"]
     champions = [(e["from"], e["to"], e["actor"]) for e in history if e["alias"] == "champion"]
-    assert champions == [(None, "1", "gate"), ("1", "2", "gate"), ("2", "1", "demo")]
+    assert champions == [(None, "2", "gate"), ("2", "3", "gate"), ("3", "2", "demo")]
     assert "timeline of digits-demo" in done.stdout
 
 

@@ -68,7 +68,7 @@ def test_train_registers_promotes_and_dedups_on_redis(server_settings, start_wor
     assert first.new and not second.new
     assert result["status"] == "promoted" and result["version"] == "1"
     assert "'duplicate': True" in worker.text()
-    assert [v.version for v in registry.list_versions(name)] == ["1"]
+    assert [(v.version, v.aliases) for v in registry.list_versions(name)] == [("1", ["champion"])]
     champion = registry.get_alias(name, "champion")
     assert champion is not None and champion.version == "1"
     assert champion.tags["modelyard.request_id"] == "req-1-" + name

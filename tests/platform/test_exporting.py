@@ -12,13 +12,14 @@ from tests.conftest import tiny_spec
 
 
 def test_in_process_training_exports_then_gates(settings) -> None:
+    from modelyard.platform.context import Platform
     from modelyard.platform.jobs.training import TrainRequest, run_training
-    from modelyard.platform.registry.mlflow_store import MlflowRegistry
 
-    result = run_training(settings, TrainRequest(request_id="inproc-1", spec=tiny_spec("inproc")))
+    platform = Platform(settings)
+    result = run_training(platform, TrainRequest(request_id="inproc-1", spec=tiny_spec("inproc")))
 
     assert result["status"] == "promoted" and result["export"]["parity"]["passed"]
-    tags = MlflowRegistry(settings.tracking_uri).get_version("inproc", "1").tags
+    tags = platform.registry.get_version("inproc", "1").tags
     assert tags["modelyard.export.status"] == "passed" and tags["modelyard.export.server-gpu"] == "none"
 
 
@@ -28,6 +29,7 @@ def test_a_version_without_signature_is_not_deployable(settings) -> None:
     import mlflow.keras
 
     from modelyard.exporters.convert import ExportError
+    from modelyard.platform.context import Platform
     from modelyard.platform.jobs.exporting import export_version
     from modelyard.platform.jobs.supervisor import prepare_stores
     from modelyard.platform.registry.mlflow_store import MlflowRegistry
@@ -46,6 +48,6 @@ def test_a_version_without_signature_is_not_deployable(settings) -> None:
     version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "nosig").version
 
     with pytest.raises(ExportError, match=r"nosig/1 has no signature; log the model with one to export it\."):
-        export_version(settings, "nosig", str(version), "test")
+        export_version(Platform(settings), "nosig", str(version), "test")
     tags = MlflowRegistry(settings.tracking_uri).get_version("nosig", "1").tags
     assert tags["modelyard.deployable"] == "false" and tags["modelyard.export.status"] == "failed"

@@ -42,3 +42,31 @@ def test_missing_metrics_fail_clearly() -> None:
     gate = GateSpec(tolerances={"ece": 0.1})
     result = decide("accuracy", {"accuracy": 0.99}, {"accuracy": 0.5}, gate)
     assert not result.passed and "'ece' is missing" in result.reasons[-1]
+
+
+def test_a_network_that_loses_to_the_classical_baseline_is_rejected() -> None:
+    """The demo's old v1: a CNN at 0.8833 while logistic regression on the same split reaches 0.975."""
+    rejected = decide("accuracy", {"accuracy": 0.8833}, None, GateSpec(threshold=0.7), {"accuracy": 0.975})
+    assert not rejected.passed
+    assert rejected.reasons == [
+        "no champion yet; accuracy 0.8833 meets the threshold 0.7",
+        "accuracy 0.8833 does not beat the classical baseline's 0.9750 (-0.0917); "
+        "a network must beat it to be worth serving (gate.must_beat_baseline)",
+    ]
+    assert rejected.evidence["baseline"] == {"accuracy": 0.975}
+
+
+def test_the_baseline_check_applies_against_a_champion_and_has_a_margin() -> None:
+    champion, baseline = {"accuracy": 0.90}, {"accuracy": 0.95}
+    assert not decide("accuracy", {"accuracy": 0.94}, champion, GateSpec(), baseline).passed
+    assert decide("accuracy", {"accuracy": 0.96}, champion, GateSpec(), baseline).passed
+    strict = GateSpec(baseline_margin=0.02)
+    short = decide("accuracy", {"accuracy": 0.96}, champion, strict, baseline)
+    assert not short.passed and "must beat it by at least 0.02" in short.reasons[-1]
+
+
+def test_the_baseline_check_can_be_turned_off_and_points_the_right_way() -> None:
+    off = GateSpec(must_beat_baseline=False)
+    assert decide("accuracy", {"accuracy": 0.5}, None, off, {"accuracy": 0.9}).passed
+    assert decide("mae", {"mae": 1.0}, None, GateSpec(), {"mae": 2.0}).passed  # lower is better
+    assert not decide("mae", {"mae": 3.0}, None, GateSpec(), {"mae": 2.0}).passed

@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from modelyard.errors import ModelyardError, NotFoundError
+from modelyard.platform.context import Platform
 from modelyard.platform.settings import Settings
 
 
@@ -25,18 +26,16 @@ def examples_folder() -> Path:
 
 
 STEPS = (
-    ("v1: a small CNN; no champion yet, the threshold decides", "digits-v1.yaml"),
-    ("v2: a better CNN; must beat the champion on the same held-out data", "digits-v2.yaml"),
-    ("v3: a deliberately weak model; the gate must reject it", "digits-v3-weak.yaml"),
+    ("v1: a small CNN; it meets the threshold but loses to logistic regression", "digits-v1.yaml"),
+    ("v2: a two-layer CNN; no champion yet, threshold and baseline decide", "digits-v2.yaml"),
+    ("v3: a wider CNN; must beat the champion on the same held-out data", "digits-v3.yaml"),
+    ("v4: a deliberately weak model; the gate must reject it", "digits-v4-weak.yaml"),
 )
 
 
-def free_name(settings: Settings, wanted: str) -> str:
+def free_name(platform: Platform, wanted: str) -> str:
     """The wanted name if unused in this registry, else the first free `wanted-N`."""
-    from modelyard.platform.registry.mlflow_store import MlflowRegistry
-
-    registry = MlflowRegistry(settings.tracking_uri)
-    taken = {m.name for m in registry.list_models()}
+    taken = {m.name for m in platform.registry.list_models()}
     name, n = wanted, 1
     while name in taken:
         n += 1
@@ -80,13 +79,11 @@ def run_demo(settings: Settings, console: Console, wanted: str) -> None:
     from modelyard.platform.cli.views import event_rows, print_timeline, print_training_result
     from modelyard.platform.jobs.submit import follow, submit_training
     from modelyard.platform.jobs.supervisor import prepare_stores
-    from modelyard.platform.registry.lifecycle import Lifecycle
-    from modelyard.platform.registry.mlflow_store import MlflowRegistry
-    from modelyard.platform.store.audit import AuditLog
 
     examples = examples_folder()
     prepare_stores(settings)
-    name = free_name(settings, wanted)
+    platform = Platform(settings)
+    name = free_name(platform, wanted)
     console.print(f"[bold]modelyard demo[/bold]: model '{name}', {settings.mode} mode, home {settings.root}")
     workers = start_workers(settings, console)
     started = time.monotonic()
@@ -99,18 +96,16 @@ def run_demo(settings: Settings, console: Console, wanted: str) -> None:
             result = follow(settings, rid, timeout=900)
             print_training_result(console, result)
             versions.append(result["version"])
-        console.rule("rollback: back to v1, as if v2 misbehaved in production")
-        lifecycle = Lifecycle(MlflowRegistry(settings.tracking_uri), AuditLog(settings))
-        for e in lifecycle.rollback(name, "demo", "demo: v2 misbehaves in production; restore v1"):
+        console.rule("rollback: back to v2, as if v3 misbehaved in production")
+        for e in platform.lifecycle.rollback(name, "demo", "demo: v3 misbehaves in production; restore v2"):
             console.print(f"{e.alias}: {e.from_version or '-'} -> {e.to_version or '-'}")
     finally:
         stop_workers(workers)
-    registry = MlflowRegistry(settings.tracking_uri)
     try:
-        aliases = {a: (registry.get_alias(name, a) or None) for a in ("champion", "challenger", "previous")}
+        aliases = {a: (platform.registry.get_alias(name, a) or None) for a in ("champion", "challenger", "previous")}
     except NotFoundError:
         aliases = {}
-    print_timeline(console, event_rows(AuditLog(settings).history(name)), title=f"timeline of {name}")
+    print_timeline(console, event_rows(platform.audit.history(name)), title=f"timeline of {name}")
     console.print("aliases now: " + ", ".join(f"{a} = v{v.version}" if v else f"{a} = -" for a, v in aliases.items()))
     console.print(f"versions trained: {', '.join(versions)}; demo took {time.monotonic() - started:.0f} s")
     console.print("where to look:")

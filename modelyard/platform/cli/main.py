@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import uuid
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelyardError, NotFoundError
 
 cli = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Train, register, gate, promote and roll back models."
@@ -44,23 +44,28 @@ def main() -> None:
         sys.exit(code)
 
 
-def _settings():
-    from modelyard.platform.settings import Settings
+@cache
+def _platform():
+    """Settings and the stores, opened on first use: read commands never open MLflow."""
+    from modelyard.platform.context import Platform
 
-    return Settings()
+    return Platform()
+
+
+def _settings():
+    return _platform().settings
 
 
 def _registry():
-    from modelyard.platform.registry.mlflow_store import MlflowRegistry
+    return _platform().registry
 
-    return MlflowRegistry(_settings().tracking_uri)
+
+def _audit():
+    return _platform().audit
 
 
 def _lifecycle():
-    from modelyard.platform.registry.lifecycle import Lifecycle
-    from modelyard.platform.store.audit import AuditLog
-
-    return Lifecycle(_registry(), AuditLog(_settings()))
+    return _platform().lifecycle
 
 
 def _print_json(data: Any) -> None:
@@ -99,13 +104,17 @@ def train(
 @cli.command()
 def models(as_json: JsonOpt = False) -> None:
     """Registered models and their aliases."""
-    found = _registry().list_models()
+    from modelyard.platform.cli.views import model_rows
+
+    found = model_rows(_audit())
     if as_json:
-        return _print_json([m.as_dict() for m in found])
+        return _print_json(found)
     table = Table("model", "latest", "champion", "challenger", "previous")
     for m in found:
         table.add_row(
-            m.name, m.latest_version or "-", *(m.aliases.get(a, "-") for a in ("champion", "challenger", "previous"))
+            m["name"],
+            m["latest_version"] or "-",
+            *(m["aliases"].get(a, "-") for a in ("champion", "challenger", "previous")),
         )
     out.print(table if found else "no registered models yet")
 
@@ -115,7 +124,7 @@ def versions(name: str, as_json: JsonOpt = False) -> None:
     """Versions of a model with their aliases and lineage."""
     from modelyard.platform.cli.views import version_rows
 
-    rows = version_rows(_registry(), name)
+    rows = version_rows(_audit(), name)
     if as_json:
         return _print_json(rows)
     table = Table("version", "aliases", "trigger", "created", "dataset", "request")
@@ -136,9 +145,7 @@ def show(ref: Annotated[str, typer.Argument(help="NAME@alias or NAME/VERSION")],
     """One version: aliases, tags, test metrics, run."""
     from modelyard.platform.cli.views import export_report, print_version
     from modelyard.platform.registry.base import resolve
-    from modelyard.platform.registry.tracking import use_tracking
 
-    use_tracking(_settings())
     registry = _registry()
     info = resolve(registry, ref)
     metrics = registry.run_metrics(info.run_id) if info.run_id else {}
@@ -157,14 +164,13 @@ def export(
     ref: Annotated[str, typer.Argument(help="NAME@alias or NAME/VERSION")],
     target: Annotated[list[str] | None, typer.Option(help="edge-cpu, server-cpu, server-gpu (repeatable).")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the export to finish.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 900,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a version to ONNX variants on the `export` queue; tags name the variant per target."""
-    from celery.result import AsyncResult
-
     from modelyard.exporters.spec import TARGETS
     from modelyard.platform.jobs.celery_app import EXPORT_TASK, create_app
-    from modelyard.platform.jobs.submit import _as_user_error
+    from modelyard.platform.jobs.submit import wait_for_task
     from modelyard.platform.registry.base import resolve
 
     unknown = [t for t in target or [] if t not in TARGETS]
@@ -176,13 +182,7 @@ def export(
     create_app(_settings()).send_task(EXPORT_TASK, args=[payload], task_id=task_id)
     if not wait:
         return out.print(f"queued export of {info.name}/{info.version} ({task_id})")
-    result = AsyncResult(task_id, app=create_app(_settings()))
-    with out.status(f"exporting {info.name}/{info.version} (needs an export worker: `modelyard up`)"):
-        while result.state not in ("SUCCESS", "FAILURE"):
-            time.sleep(0.2)
-    if result.state == "FAILURE":
-        raise _as_user_error(result.result)
-    summary = dict(result.result)
+    summary = dict(wait_for_task(_settings(), task_id, f"export of {info.name}/{info.version}", timeout, as_json))
     if as_json:
         return _print_json(summary)
     from modelyard.platform.cli.views import print_export
@@ -222,10 +222,10 @@ def history(name: str, as_json: JsonOpt = False) -> None:
     """Every lifecycle event of a model, oldest first (the audit log)."""
     from modelyard.platform.cli.views import event_rows, print_timeline
 
-    _registry().list_versions(name)  # unknown model: a clear error, not an empty table
-    from modelyard.platform.store.audit import AuditLog
-
-    rows = event_rows(AuditLog(_settings()).history(name))
+    audit = _audit()
+    if not audit.knows(name):  # a clear error, not an empty table
+        raise NotFoundError(f"model '{name}' is not registered.")
+    rows = event_rows(audit.history(name))
     if as_json:
         return _print_json(rows)
     print_timeline(out, rows, title=f"history of {name}")
@@ -254,7 +254,7 @@ def up() -> None:
 
 @cli.command()
 def demo(name: Annotated[str, typer.Option(help="Registered model name to use.")] = "digits-demo") -> None:
-    """Train v1, a better v2, a weak v3 on digits; gate, promote, roll back; print the timeline."""
+    """Train four versions on digits; gate (threshold, baseline, champion), promote, roll back; print the timeline."""
     from modelyard.platform.cli.demo import run_demo
 
     run_demo(_settings(), out, name)

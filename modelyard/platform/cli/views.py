@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from modelyard.platform.registry.base import TAG_PREFIX, Registry
+from modelyard.errors import NotFoundError
+from modelyard.platform.store.audit import AuditLog
 from modelyard.platform.store.db import Event
 
 KIND_STYLE = {
@@ -24,23 +24,32 @@ KIND_STYLE = {
 }
 
 
-def version_rows(registry: Registry, name: str) -> list[dict[str, Any]]:
-    rows = []
-    for v in registry.list_versions(name):
-        created = dt.datetime.fromtimestamp(v.created_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        rows.append(
-            {
-                "version": v.version,
-                "aliases": sorted(v.aliases),
-                "created": created,
-                "run_id": v.run_id,
-                "trigger": v.tags.get(f"{TAG_PREFIX}trigger"),
-                "request_id": v.tags.get(f"{TAG_PREFIX}request_id"),
-                "dataset_sha256": v.tags.get(f"{TAG_PREFIX}dataset_sha256"),
-                "parent_version": v.tags.get(f"{TAG_PREFIX}parent_version") or None,
-            }
-        )
-    return rows
+def model_rows(audit: AuditLog) -> list[dict[str, Any]]:
+    aliases = audit.aliases()
+    return [
+        {"name": name, "latest_version": latest, "aliases": aliases.get(name, {}), "description": ""}
+        for name, latest in audit.models().items()
+    ]
+
+
+def version_rows(audit: AuditLog, name: str) -> list[dict[str, Any]]:
+    found = audit.versions(name)
+    if not found:
+        raise NotFoundError(f"model '{name}' is not registered.")
+    aliases = audit.aliases(name).get(name, {})
+    return [
+        {
+            "version": v.version,
+            "aliases": sorted(a for a, to in aliases.items() if to == v.version),
+            "created": v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "run_id": v.run_id,
+            "trigger": v.trigger,
+            "request_id": v.request_id,
+            "dataset_sha256": v.dataset_sha256,
+            "parent_version": v.parent_version,
+        }
+        for v in found
+    ]
 
 
 def event_rows(events: list[Event]) -> list[dict[str, Any]]:

@@ -14,13 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelyard.errors import ModelyardError, SpecError, TransientError
+from modelyard.platform.context import Platform
 from modelyard.platform.registry.base import TAG_PREFIX, VersionInfo
 from modelyard.platform.registry.gate import GateDecision
 from modelyard.platform.registry.mlflow_store import MlflowRegistry, mlflow_errors
 from modelyard.platform.registry.promotion import gate
-from modelyard.platform.settings import Settings
-from modelyard.platform.store.audit import AuditLog, EventRecord
-from modelyard.platform.store.requests import RequestStore, worker_name
+from modelyard.platform.store.audit import EventRecord
+from modelyard.platform.store.requests import worker_name
 
 EXPORT_TAG = f"{TAG_PREFIX}export"
 
@@ -37,7 +37,7 @@ def export_spec_of(raw: dict[str, Any], where: str) -> Any:
 
 
 def export_version(
-    settings: Settings,
+    platform: Platform,
     name: str,
     version: str,
     actor: str,
@@ -45,14 +45,10 @@ def export_version(
     request_id: str | None = None,
 ) -> dict[str, Any]:
     """Export, log under the version's run (artifact folder `export/`), tag the version, record the event."""
-    from modelyard.platform.registry import tracking
-
-    tracking.use_tracking(settings)
-    registry = MlflowRegistry(settings.tracking_uri)
+    registry, audit = platform.registry, platform.audit
     info = registry.get_version(name, version)
-    audit = AuditLog(settings)
     try:
-        summary = _export(settings, registry, info, targets)
+        summary = _export(registry, info, targets)
     except ModelyardError as err:
         for key, value in (
             (f"{EXPORT_TAG}.status", "failed"),
@@ -67,9 +63,7 @@ def export_version(
     return summary
 
 
-def _export(
-    settings: Settings, registry: MlflowRegistry, info: VersionInfo, targets: list[str] | None
-) -> dict[str, Any]:
+def _export(registry: MlflowRegistry, info: VersionInfo, targets: list[str] | None) -> dict[str, Any]:
     from modelyard.exporters.convert import ExportError
     from modelyard.exporters.pipeline import ExportData, export_model
     from modelyard.platform.registry import tracking
@@ -99,9 +93,10 @@ def _export(
         chosen = {t: v for t, v in result.targets.items() if targets is None or t in targets}
         with mlflow_errors(f"log the export of {info.name}/{info.version}"):
             registry.client.log_artifacts(run_id, str(result.folder), "export")
+    deployable = any(result.targets.values())  # a filter on what is shown, not on what the version can do
     tags = {
         f"{EXPORT_TAG}.status": "passed",
-        f"{TAG_PREFIX}deployable": str(any(chosen.values())).lower(),
+        f"{TAG_PREFIX}deployable": str(deployable).lower(),
         **{f"{EXPORT_TAG}.{t}": v or "none" for t, v in chosen.items()},
     }
     for key, value in tags.items():
@@ -109,7 +104,7 @@ def _export(
     report = result.report
     return {
         "targets": chosen,
-        "deployable": any(chosen.values()),
+        "deployable": deployable,
         "parity": report["parity"]["fp32"],
         "variants": {
             v["variant"]: {"size_bytes": v["size_bytes"], spec.primary_metric: v["metrics"].get(spec.primary_metric)}
@@ -152,9 +147,8 @@ class ExportBusy(Exception):
     """Another worker is exporting this request right now."""
 
 
-def finish_request(settings: Settings, name: str, version: str, request_id: str) -> dict[str, Any]:
-
-    store = RequestStore(settings)
+def finish_request(platform: Platform, name: str, version: str, request_id: str) -> dict[str, Any]:
+    store, settings = platform.requests, platform.settings
     owner = worker_name()
     claim = store.take_export(request_id, owner)
     if claim.state == "done":
@@ -165,14 +159,14 @@ def finish_request(settings: Settings, name: str, version: str, request_id: str)
     try:
         with store.heartbeat(request_id, owner, settings.heartbeat_seconds):
             try:
-                result["export"] = export_version(settings, name, version, owner, request_id=request_id)
+                result["export"] = export_version(platform, name, version, owner, request_id=request_id)
                 export_problem = None
             except TransientError:
                 raise
             except ModelyardError as err:
                 result["export"] = {"error": str(err)}
                 export_problem = str(err)
-            decision = gate(settings, name, version, request_id, export_problem)
+            decision = gate(platform.lifecycle, name, version, request_id, export_problem)
     except TransientError:
         store.hand_over(request_id, owner)
         raise

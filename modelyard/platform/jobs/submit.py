@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelyard.errors import DatasetError, ModelyardError
+from modelyard.errors import DatasetError, ModelyardError, SpecError
 from modelyard.platform.settings import Settings
+
+TRAIN_HINT = "waiting for a train worker (start workers with `modelyard up`)"
+EXPORT_HINT = "waiting for an export worker (start workers with `modelyard up`)"
 
 
 @dataclass
@@ -25,9 +28,9 @@ def submit_training(
     trigger: str = "manual",
     overrides: dict[str, Any] | None = None,
 ) -> Submitted:
-    """Validate the spec (and a local dataset) here, record the request, queue it."""
-    from modelyard.platform.jobs.celery_app import TRAIN_TASK, create_app
-    from modelyard.platform.jobs.training import TrainRequest
+    """Validate the request, the spec, its export block and a local dataset here, record the request, queue it."""
+    from modelyard.platform.jobs.celery_app import create_app, send_training
+    from modelyard.platform.jobs.exporting import export_spec_of
     from modelyard.platform.store.audit import AuditLog, EventRecord
     from modelyard.platform.store.requests import RequestStore
     from modelyard.trainers.datasets import load_dataset
@@ -36,7 +39,8 @@ def submit_training(
     spec = load_spec(spec_path)
     if overrides:
         spec = parse_spec({**spec.model_dump(mode="json"), **overrides}, str(spec_path))
-    payload = TrainRequest(request_id=request_id, spec=spec.model_dump(mode="json"), trigger=trigger)  # type: ignore[arg-type]
+    export_spec_of(spec.export, f"in {spec_path}")  # found now, not after an hour of training
+    payload = train_request(request_id, spec.model_dump(mode="json"), trigger)
     store = RequestStore(settings)
     if _is_local(spec.dataset.source):
         try:  # fail in seconds, before anything is queued
@@ -47,8 +51,25 @@ def submit_training(
             AuditLog(settings).record(EventRecord(spec.name, "training_failed", str(err), "cli", request_id=request_id))
             raise
     new = store.create(request_id, spec.name, payload.spec, trigger)
-    create_app(settings).send_task(TRAIN_TASK, args=[payload.model_dump()], task_id=request_id)
+    send_training(create_app(settings), payload.model_dump())
     return Submitted(request_id, spec.name, new)
+
+
+def train_request(request_id: str, spec: dict[str, Any], trigger: str) -> Any:
+    """The task payload, or one sentence naming the bad request id or trigger."""
+    from pydantic import ValidationError
+
+    from modelyard.platform.jobs.training import TrainRequest
+
+    try:
+        return TrainRequest(request_id=request_id, spec=spec, trigger=trigger)  # type: ignore[arg-type]
+    except ValidationError as err:
+        field = str(err.errors()[0]["loc"][0])
+        if field == "trigger":
+            raise SpecError(f"trigger '{trigger}' is not one of manual, drift, schedule.") from None
+        raise SpecError(
+            f"request id '{request_id}' is not valid: use 1 to 100 letters, digits, '_', '.', ':' or '-'."
+        ) from None
 
 
 def _is_local(source: str) -> bool:
@@ -77,7 +98,8 @@ def follow(
     store = RequestStore(settings)
     train, export = AsyncResult(request_id, app=app), AsyncResult(f"{request_id}:export", app=app)
     started = time.monotonic()
-    hints: set[str] = set()
+    waiting_since: dict[str, float] = {}  # stage -> since when its task waits for a worker
+    said: set[str] = set()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -88,11 +110,11 @@ def follow(
     with Progress(*columns, disable=quiet, transient=True) as bar:
         task = bar.add_task("queued", total=None, logs="")
         while True:
-            state = train.state
+            state, info = read_task(train)
             if state == "FAILURE":
-                raise _as_user_error(train.result)
+                raise _as_user_error(info)
             if state == "SUCCESS" and until == "trained":
-                return dict(train.result)
+                return dict(info)
             row = store.get(request_id)
             status = row.status if row else "queued"
             if status == "succeeded" and row is not None:
@@ -100,19 +122,12 @@ def follow(
             if status == "failed" and row is not None:
                 raise ModelyardError(row.error or f"request {request_id} failed.")
             if status == "exporting":
-                if export.state == "FAILURE":
-                    raise _as_user_error(export.result)
+                export_state, export_info = read_task(export)
+                if export_state == "FAILURE":
+                    raise _as_user_error(export_info)
                 bar.update(task, description="exporting to ONNX and gating", logs="")
-                _hint(
-                    bar,
-                    hints,
-                    "export",
-                    started,
-                    export.state == "PENDING",
-                    "waiting for an export worker (start workers with `modelyard up`)",
-                )
-            elif state == "PROGRESS" and isinstance(train.info, dict):
-                info = train.info
+                _hint(bar, waiting_since, said, "export", export_state == "PENDING", EXPORT_HINT)
+            elif state == "PROGRESS" and isinstance(info, dict):
                 logs = info.get("logs") or {}
                 shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "val_loss", "val_accuracy"))
                 bar.update(
@@ -123,22 +138,57 @@ def follow(
                     logs=shown,
                 )
             else:
-                _hint(
-                    bar,
-                    hints,
-                    "train",
-                    started,
-                    state == "PENDING",
-                    "waiting for a train worker (start workers with `modelyard up`)",
-                )
+                _hint(bar, waiting_since, said, "train", state == "PENDING", TRAIN_HINT)
             if timeout is not None and time.monotonic() - started > timeout:
                 raise ModelyardError(f"request {request_id} did not finish within {timeout:.0f} s; it goes on.")
             time.sleep(0.1)
 
 
-def _hint(bar: Any, hints: set[str], key: str, started: float, waiting: bool, text: str) -> None:
-    if waiting and key not in hints and time.monotonic() - started > 10:
-        hints.add(key)
+def read_task(result: Any) -> tuple[str, Any]:
+    """A task's state and its payload from one read of the result backend.
+
+    `AsyncResult.state` and `.info` each fetch anew, so the state can change between
+    checking one and using the other (a PROGRESS check, then a SUCCESS payload).
+    """
+    meta = result.backend.get_task_meta(result.id)
+    return str(meta.get("status", "PENDING")), meta.get("result")
+
+
+def wait_for_task(settings: Settings, task_id: str, what: str, timeout: float | None, quiet: bool = False) -> Any:
+    """Wait for one task (an export by hand): its result, or its error as one sentence; a hint when nobody takes it."""
+    from celery.result import AsyncResult
+    from rich.console import Console
+
+    from modelyard.platform.jobs.celery_app import create_app
+
+    result = AsyncResult(task_id, app=create_app(settings))
+    console = Console(stderr=True, quiet=quiet)
+    started, hinted = time.monotonic(), False
+    with console.status(what):
+        while True:
+            state, info = read_task(result)
+            if state == "SUCCESS":
+                return info
+            if state == "FAILURE":
+                raise _as_user_error(info)
+            waited = time.monotonic() - started
+            if state == "PENDING" and not hinted and waited > 10:
+                hinted = True
+                console.print(EXPORT_HINT)
+            if timeout is not None and waited > timeout:
+                nobody = " No worker has taken it: start one with `modelyard up`." if state == "PENDING" else ""
+                raise ModelyardError(f"{what} did not finish within {timeout:.0f} s; it stays queued.{nobody}")
+            time.sleep(0.2)
+
+
+def _hint(bar: Any, waiting_since: dict[str, float], said: set[str], key: str, waiting: bool, text: str) -> None:
+    """Say once that no worker takes a stage's task, after 10 s of it waiting without a break."""
+    if not waiting:
+        waiting_since.pop(key, None)
+        return
+    first = waiting_since.setdefault(key, time.monotonic())
+    if key not in said and time.monotonic() - first > 10:
+        said.add(key)
         bar.console.print(text)
 
 

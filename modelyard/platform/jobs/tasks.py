@@ -11,6 +11,7 @@ from celery.signals import worker_init
 from pydantic import ValidationError
 
 from modelyard.errors import SpecError, TransientError
+from modelyard.platform.context import Platform
 from modelyard.platform.jobs.celery_app import EXPORT_TASK, TRAIN_TASK, app
 from modelyard.platform.settings import Settings
 
@@ -77,7 +78,7 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         )
 
     try:
-        result = run_training(settings, request, progress, enqueue_export)
+        result = run_training(Platform(settings), request, progress, enqueue_export)
     except Busy as busy:
         raise self.retry(countdown=busy.retry_in, max_retries=None) from None
     except TransientError as err:
@@ -97,11 +98,12 @@ def export(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     if not name or not version.isdigit():
         raise SpecError(f"bad export request: needs a model name and a version number, got {payload!r}.")
     settings = Settings()
+    platform = Platform(settings)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if payload.get("request_id"):
-            return finish_request(settings, name, version, str(payload["request_id"]))
-        return export_version(settings, name, version, str(payload.get("actor") or "cli"), payload.get("targets"))
+            return finish_request(platform, name, version, str(payload["request_id"]))
+        return export_version(platform, name, version, str(payload.get("actor") or "cli"), payload.get("targets"))
     except ExportBusy:
         raise self.retry(countdown=settings.heartbeat_seconds, max_retries=None) from None
     except TransientError as err:

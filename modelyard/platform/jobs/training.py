@@ -14,12 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from modelyard.errors import ModelyardError, TransientError
+from modelyard.platform.context import Platform
 from modelyard.platform.registry.base import TAG_PREFIX, VersionInfo
-from modelyard.platform.registry.lifecycle import Lifecycle
 from modelyard.platform.registry.mlflow_store import MlflowRegistry
-from modelyard.platform.settings import Settings
-from modelyard.platform.store.audit import AuditLog, EventRecord
-from modelyard.platform.store.requests import RequestStore, worker_name
+from modelyard.platform.store.audit import EventRecord
+from modelyard.platform.store.requests import worker_name
 from modelyard.trainers.spec import TrainSpec, parse_spec
 
 Progress = Callable[[dict[str, Any]], None]
@@ -43,7 +42,7 @@ class Busy(Exception):
 
 
 def run_training(
-    settings: Settings,
+    platform: Platform,
     request: TrainRequest,
     progress: Progress | None = None,
     enqueue_export: ExportEnqueuer | None = None,
@@ -55,7 +54,7 @@ def run_training(
     """
     report = progress or (lambda _info: None)
     spec = parse_spec(request.spec, f"of request {request.request_id}")
-    store = RequestStore(settings)
+    settings, store, audit = platform.settings, platform.requests, platform.audit
     store.create(request.request_id, spec.name, request.spec, request.trigger)
     owner = worker_name()
     claim = store.claim(request.request_id, owner)
@@ -65,13 +64,12 @@ def run_training(
         raise ModelyardError(f"request {request.request_id} failed before: {claim.row.error}")
     if claim.state == "busy":
         raise Busy(request.request_id, claim.row.owner, retry_in=settings.heartbeat_seconds)
-    audit = AuditLog(settings)
     if claim.row.attempts > 1:
         reason = f"attempt {claim.row.attempts}: the previous worker stopped before finishing; this one takes over"
         audit.record(EventRecord(spec.name, "training_resumed", reason, owner, request_id=request.request_id))
     try:
         with store.heartbeat(request.request_id, owner, settings.heartbeat_seconds):
-            result = _train_and_register_once(settings, request, spec, store, audit, owner, report)
+            result = _train_and_register_once(platform, request, spec, owner, report)
     except TransientError:
         store.release(request.request_id, owner)
         raise
@@ -88,38 +86,33 @@ def run_training(
     if enqueue_export is None:
         from modelyard.platform.jobs.exporting import finish_request
 
-        return finish_request(settings, spec.name, result["version"], request.request_id)
+        return finish_request(platform, spec.name, result["version"], request.request_id)
     enqueue_export(spec.name, result["version"], request.request_id)
     return result
 
 
 def _train_and_register_once(
-    settings: Settings,
-    request: TrainRequest,
-    spec: TrainSpec,
-    store: RequestStore,
-    audit: AuditLog,
-    owner: str,
-    report: Progress,
+    platform: Platform, request: TrainRequest, spec: TrainSpec, owner: str, report: Progress
 ) -> dict[str, Any]:
-    from modelyard.platform.registry import tracking
-
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    tracking.use_tracking(settings)
-    registry = MlflowRegistry(settings.tracking_uri)
-    lifecycle = Lifecycle(registry, audit)
+    registry, audit, lifecycle = platform.registry, platform.audit, platform.lifecycle
     existing = _registered_before(registry, spec.name, request.request_id)
     if existing is None:
-        version, run_id, metrics = _train_and_register(
-            settings, request, spec, store, lifecycle, owner, report, timings
-        )
+        version, run_id, metrics = _train_and_register(platform, request, spec, owner, report, timings)
     else:  # a previous attempt registered it, then died
         version, run_id = existing.version, existing.run_id or ""
         metrics = {k.removeprefix("test_"): v for k, v in registry.run_metrics(run_id).items() if k.startswith("test_")}
         if not any(e.to_version == version for e in audit.history(spec.name, ("registered",))):
+            evidence = {
+                "metrics": metrics,
+                "run_id": run_id,
+                "trigger": request.trigger,
+                "parent_version": request.parent_version,
+                "dataset_sha256": existing.tags.get(f"{TAG_PREFIX}dataset_sha256"),
+            }
             lifecycle.make_challenger(
-                spec.name, version, owner, "registered by a resumed attempt", metrics, request.request_id
+                spec.name, version, owner, "registered by a resumed attempt", evidence, request.request_id
             )
     timings["total_s"] = time.perf_counter() - started
     return {
@@ -144,11 +137,9 @@ def _registered_before(registry: MlflowRegistry, name: str, request_id: str) -> 
 
 
 def _train_and_register(
-    settings: Settings,
+    platform: Platform,
     request: TrainRequest,
     spec: TrainSpec,
-    store: RequestStore,
-    lifecycle: Lifecycle,
     owner: str,
     report: Progress,
     timings: dict[str, float],
@@ -165,7 +156,8 @@ def _train_and_register(
     n_outputs = len(ds.classes) if ds.task == "classification" else 1
     timings["load_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    experiment = tracking.experiment_for(settings, spec.name)
+    store = platform.requests
+    experiment = tracking.experiment_for(platform.settings, spec.name)
     with mlflow.start_run(experiment_id=experiment, run_name=f"{spec.name}-{request.request_id[:8]}") as run:
         mlflow.set_tags(
             {
@@ -220,8 +212,10 @@ def _train_and_register(
             "device": result.device.as_dict(),
             "dataset_sha256": ds.content_hash,
             "run_id": run.info.run_id,
+            "trigger": request.trigger,
+            "parent_version": request.parent_version,
         }
-        lifecycle.make_challenger(
+        platform.lifecycle.make_challenger(
             spec.name, version, owner, f"trained ({request.trigger})", evidence, request.request_id
         )
         timings["register_s"] = time.perf_counter() - t

@@ -28,33 +28,52 @@ def decide(
     challenger: dict[str, float],
     champion: dict[str, float] | None,
     gate: GateSpec,
+    baseline: dict[str, float] | None = None,
 ) -> GateDecision:
-    evidence: dict[str, Any] = {"primary_metric": primary, "challenger": challenger, "champion": champion}
+    """Judge a challenger against the champion (or the threshold) and the classical baseline."""
+    evidence: dict[str, Any] = {
+        "primary_metric": primary,
+        "challenger": challenger,
+        "champion": champion,
+        "baseline": baseline,
+    }
     if primary not in challenger:
         return GateDecision(False, [f"the challenger has no '{primary}' metric"], evidence)
-    value = challenger[primary]
     if champion is None:
-        if gate.threshold is None:
-            return GateDecision(True, [f"no champion yet; {primary} {value:.4f} and no threshold set"], evidence)
-        ok = improvement(primary, value, gate.threshold) >= 0
-        verb = "meets" if ok else "misses"
-        return GateDecision(
-            ok, [f"no champion yet; {primary} {value:.4f} {verb} the threshold {gate.threshold}"], evidence
-        )
-    reasons: list[str] = []
-    passed = True
-    if primary not in champion:
+        passed, reasons = _against_threshold(primary, challenger[primary], gate)
+    elif primary not in champion:
         return GateDecision(False, [f"the champion has no '{primary}' metric to compare"], evidence)
-    gain = improvement(primary, value, champion[primary])
-    evidence["improvement"] = gain
-    if gain > 0 and gain >= gate.min_delta:
-        reasons.append(f"{primary} {value:.4f} vs champion {champion[primary]:.4f} (+{gain:.4f} >= {gate.min_delta})")
     else:
-        passed = False
-        reasons.append(
-            f"{primary} {value:.4f} vs champion {champion[primary]:.4f}: improvement {gain:+.4f} "
+        evidence["improvement"] = improvement(primary, challenger[primary], champion[primary])
+        passed, reasons = _against_champion(primary, challenger, champion, gate)
+    if gate.must_beat_baseline and baseline is not None and primary in baseline:
+        beats, reason = _against_baseline(primary, challenger[primary], baseline[primary], gate.baseline_margin)
+        passed = passed and beats
+        reasons.append(reason)
+    return GateDecision(passed, reasons, evidence)
+
+
+def _against_threshold(primary: str, value: float, gate: GateSpec) -> tuple[bool, list[str]]:
+    if gate.threshold is None:
+        return True, [f"no champion yet; {primary} {value:.4f} and no threshold set"]
+    ok = improvement(primary, value, gate.threshold) >= 0
+    verb = "meets" if ok else "misses"
+    return ok, [f"no champion yet; {primary} {value:.4f} {verb} the threshold {gate.threshold}"]
+
+
+def _against_champion(
+    primary: str, challenger: dict[str, float], champion: dict[str, float], gate: GateSpec
+) -> tuple[bool, list[str]]:
+    value, old = challenger[primary], champion[primary]
+    gain = improvement(primary, value, old)
+    passed = gain > 0 and gain >= gate.min_delta
+    if passed:
+        reasons = [f"{primary} {value:.4f} vs champion {old:.4f} (+{gain:.4f} >= {gate.min_delta})"]
+    else:
+        reasons = [
+            f"{primary} {value:.4f} vs champion {old:.4f}: improvement {gain:+.4f} "
             f"is below the required {gate.min_delta}" + (" (and must be positive)" if gate.min_delta == 0 else "")
-        )
+        ]
     for metric, tolerance in sorted(gate.tolerances.items()):
         if metric not in challenger or metric not in champion:
             passed = False
@@ -67,4 +86,15 @@ def decide(
                 f"{metric} regressed by {regression:.4f} ({champion[metric]:.4f} -> {challenger[metric]:.4f}), "
                 f"past its tolerance {tolerance}"
             )
-    return GateDecision(passed, reasons, evidence)
+    return passed, reasons
+
+
+def _against_baseline(primary: str, value: float, base: float, margin: float) -> tuple[bool, str]:
+    gain = improvement(primary, value, base)
+    if gain > 0 and gain >= margin:
+        return True, f"{primary} {value:.4f} beats the classical baseline's {base:.4f} (+{gain:.4f})"
+    need = f"by at least {margin}" if margin else "to be worth serving"
+    return False, (
+        f"{primary} {value:.4f} does not beat the classical baseline's {base:.4f} ({gain:+.4f}); "
+        f"a network must beat it {need} (gate.must_beat_baseline)"
+    )

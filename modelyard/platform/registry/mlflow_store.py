@@ -51,12 +51,17 @@ class MlflowRegistry(Registry):
         with mlflow_errors(what):
             return fn()
 
-    def _info(self, mv: Any) -> VersionInfo:
+    def _info(self, mv: Any, model: Any = None) -> VersionInfo:
+        """A version as we show it. `search_model_versions` returns no aliases (mlflow#9783): with the
+        registered model given, they come from it instead."""
+        aliases = list(getattr(mv, "aliases", []) or [])
+        if model is not None:
+            aliases = sorted(a for a, v in (model.aliases or {}).items() if str(v) == str(mv.version))
         return VersionInfo(
             name=mv.name,
             version=str(mv.version),
             run_id=mv.run_id,
-            aliases=list(getattr(mv, "aliases", []) or []),
+            aliases=aliases,
             tags=dict(mv.tags or {}),
             created_ms=int(mv.creation_timestamp or 0),
             source=mv.source or "",
@@ -78,12 +83,12 @@ class MlflowRegistry(Registry):
         return out
 
     def list_versions(self, name: str) -> list[VersionInfo]:
-        self._require_model(name)
+        model = self._require_model(name)
         found = self._call(
             f"versions of '{name}'",
             lambda: list(self.client.search_model_versions(f"name = '{name}'", max_results=10_000)),
         )
-        return sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+        return sorted((self._info(mv, model) for mv in found), key=lambda v: int(v.version))
 
     def get_version(self, name: str, version: str) -> VersionInfo:
         self._require_model(name)
@@ -108,7 +113,9 @@ class MlflowRegistry(Registry):
     def find_by_tag(self, name: str, key: str, value: str) -> VersionInfo | None:
         query = f"name = '{name}' and tags.`{key}` = '{value}'"
         found = self._call(f"search '{name}'", lambda: list(self.client.search_model_versions(query)))
-        return self._info(min(found, key=lambda mv: int(mv.version))) if found else None
+        if not found:
+            return None
+        return self._info(min(found, key=lambda mv: int(mv.version)), self._require_model(name))
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self._call(f"tag '{name}/{version}'", lambda: self.client.set_model_version_tag(name, version, key, value))

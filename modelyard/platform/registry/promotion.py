@@ -12,29 +12,25 @@ from modelyard.errors import LifecycleError
 from modelyard.platform.registry.base import VersionInfo
 from modelyard.platform.registry.gate import GateDecision, decide
 from modelyard.platform.registry.lifecycle import Lifecycle
-from modelyard.platform.registry.mlflow_store import MlflowRegistry
-from modelyard.platform.settings import Settings
-from modelyard.platform.store.audit import AuditLog, EventRecord
+from modelyard.platform.store.audit import EventRecord
 from modelyard.trainers.spec import TrainSpec
 
 
 def gate(
-    settings: Settings, name: str, version: str, request_id: str | None, export_problem: str | None
+    lifecycle: Lifecycle, name: str, version: str, request_id: str | None, export_problem: str | None
 ) -> GateDecision | None:
     """Judge a version once: against the champion on the challenger's held-out data."""
     from modelyard.platform.registry import tracking
 
-    tracking.use_tracking(settings)
-    registry = MlflowRegistry(settings.tracking_uri)
-    audit = AuditLog(settings)
+    registry, audit = lifecycle.registry, lifecycle.audit
     gated = [e for e in audit.history(name, ("gate_passed", "gate_rejected")) if e.to_version == version]
     if gated:  # judged by an earlier attempt
         return None
     info = registry.get_version(name, version)
     spec = tracking.load_spec_of(info.run_id or "")
-    metrics = {
-        k.removeprefix("test_"): v for k, v in registry.run_metrics(info.run_id or "").items() if k.startswith("test_")
-    }
+    logged = registry.run_metrics(info.run_id or "")
+    metrics = {k.removeprefix("test_"): v for k, v in logged.items() if k.startswith("test_")}
+    baseline = {k.removeprefix("baseline_"): v for k, v in logged.items() if k.startswith("baseline_")} or None
     champion = registry.get_alias(name, "champion")
     if export_problem:
         decision = GateDecision(False, [f"export failed, so it cannot be deployed: {export_problem}"])
@@ -46,7 +42,7 @@ def gate(
         decision = (
             GateDecision(False, problems)
             if problems
-            else decide(spec.primary_metric, metrics, champion_metrics, spec.gate)
+            else decide(spec.primary_metric, metrics, champion_metrics, spec.gate, baseline)
         )
     decision.evidence["champion_version"] = champion.version if champion else None
     kind = "gate_passed" if decision.passed else "gate_rejected"
@@ -65,9 +61,7 @@ def gate(
     )
     if decision.passed and not spec.gate.require_approval:
         with suppress(LifecycleError):  # a concurrent delivery promoted it already
-            Lifecycle(registry, audit).promote(
-                name, version, "gate", f"gate passed for v{version}", decision.evidence, request_id
-            )
+            lifecycle.promote(name, version, "gate", f"gate passed for v{version}", decision.evidence, request_id)
     return decision
 
 

@@ -1,7 +1,9 @@
 """The platform database: the audit log of lifecycle events and the training requests.
 
 MLflow keeps no alias history, so `events` is the audit log and the source of
-`modelyard history`. `training_requests` makes training idempotent on the request id.
+`modelyard history`; `model_versions` and `aliases` are its projections, written in the
+same transaction, so read commands need not open MLflow. `training_requests` makes
+training idempotent on the request id.
 The schema is created and upgraded by Alembic migrations (see migrations/).
 """
 
@@ -17,7 +19,7 @@ from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_eng
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0001"  # the newest migration; a test keeps it equal to Alembic's head
+SCHEMA_HEAD = "0002"  # the newest migration; a test keeps it equal to Alembic's head
 
 
 def utcnow() -> dt.datetime:
@@ -42,6 +44,32 @@ class Event(Base):
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     request_id: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersion(Base):
+    """A version as registered through the platform (a projection of `registered` events)."""
+
+    __tablename__ = "model_versions"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(20), primary_key=True)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    trigger: Mapped[str | None] = mapped_column(String(20))
+    dataset_sha256: Mapped[str | None] = mapped_column(String(64))
+    parent_version: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Alias(Base):
+    """Where each alias points now (a projection of alias_set / alias_removed events)."""
+
+    __tablename__ = "aliases"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version: Mapped[str] = mapped_column(String(20))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class TrainingRequest(Base):

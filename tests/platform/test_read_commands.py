@@ -1,0 +1,106 @@
+"""Read commands answer from the platform database (real SQLite), without importing MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from modelyard.platform.store.audit import AuditLog, EventRecord
+
+HEAVY = ("mlflow", "tensorflow", "keras", "celery", "pandas", "sklearn")
+
+
+def record_lifecycle(audit: AuditLog) -> None:
+    """v1, then v2 promoted in turn (v1 previous), v3 waiting as challenger."""
+
+    def registered(v: str) -> EventRecord:
+        evidence = {"run_id": f"run{v}", "trigger": "manual", "dataset_sha256": "ab" * 32}
+        return EventRecord("m", "registered", "trained", "w", None, None, v, evidence, f"req-{v}")
+
+    def moved(alias: str, old: str | None, new: str | None) -> EventRecord:
+        return EventRecord("m", "alias_set" if new else "alias_removed", "why", "w", alias, old, new)
+
+    audit.record(registered("1"), moved("challenger", None, "1"))
+    audit.record(moved("champion", None, "1"), moved("challenger", "1", None))
+    audit.record(registered("2"), moved("challenger", None, "2"))
+    audit.record(moved("previous", None, "1"), moved("champion", "1", "2"), moved("challenger", "2", None))
+    audit.record(registered("3"), moved("challenger", None, "3"))
+
+
+def run_cli(settings, *args: str) -> tuple[object, list[str]]:
+    code = (
+        "import json, sys\n"
+        "from modelyard.platform.cli.main import cli\n"
+        f"cli({[*args, '--json']!r}, standalone_mode=False)\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    env = {**os.environ, "MODELYARD_HOME": str(settings.root)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    *data, imported = done.stdout.strip().splitlines()
+    return json.loads("\n".join(data)), json.loads(imported)
+
+
+def test_models_versions_and_history_need_no_mlflow(settings) -> None:
+    record_lifecycle(AuditLog(settings))
+
+    models, imported = run_cli(settings, "models")
+    assert models == [
+        {
+            "name": "m",
+            "latest_version": "3",
+            "aliases": {"champion": "2", "previous": "1", "challenger": "3"},
+            "description": "",
+        }
+    ]
+    assert imported == []
+    versions, imported = run_cli(settings, "versions", "m")
+    assert [(v["version"], v["aliases"], v["request_id"]) for v in versions] == [
+        ("1", ["previous"], "req-1"),
+        ("2", ["champion"], "req-2"),
+        ("3", ["challenger"], "req-3"),
+    ]
+    assert versions[0]["trigger"] == "manual" and versions[0]["dataset_sha256"] == "ab" * 32
+    assert imported == []
+    history, imported = run_cli(settings, "history", "m")
+    assert [e["kind"] for e in history][:2] == ["registered", "alias_set"]
+    assert imported == []
+
+
+def test_migration_fills_versions_and_aliases_from_existing_events(settings) -> None:
+    """A home written before the projections existed: upgrading fills them from its events."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from modelyard.platform.store import db
+
+    url = settings.platform_database_url
+    settings.run_folder.mkdir(parents=True)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    with db.engine_for(url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        old_events = [
+            ("registered", None, "1"),
+            ("alias_set", "champion", "1"),
+            ("registered", None, "2"),
+            ("alias_set", "challenger", "2"),
+            ("alias_removed", "challenger", None),
+        ]
+        for i, (kind, alias, to) in enumerate(old_events):
+            conn.execute(
+                text(
+                    "INSERT INTO events (model, kind, alias, to_version, actor, reason, evidence, created_at) "
+                    "VALUES ('old', :kind, :alias, :to, 'w', 'r', :ev, '2026-01-01 00:00:0' || :i)"
+                ),
+                {"kind": kind, "alias": alias, "to": to, "ev": json.dumps({"run_id": f"r{to}"}), "i": i},
+            )
+
+    audit = AuditLog(settings)  # upgrades to head
+
+    assert [(v.version, v.run_id) for v in audit.versions("old")] == [("1", "r1"), ("2", "r2")]
+    assert audit.aliases("old") == {"old": {"champion": "1"}}
