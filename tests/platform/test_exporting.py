@@ -13,6 +13,7 @@ from tests.conftest import tiny_spec
 
 def test_in_process_training_exports_then_gates(settings) -> None:
     from modelyard.platform.context import Platform
+    from modelyard.platform.jobs.exporting import export_version
     from modelyard.platform.jobs.training import TrainRequest, run_training
 
     platform = Platform(settings)
@@ -21,6 +22,13 @@ def test_in_process_training_exports_then_gates(settings) -> None:
     assert result["status"] == "promoted" and result["export"]["parity"]["passed"]
     tags = platform.registry.get_version("inproc", "1").tags
     assert tags["modelyard.export.status"] == "passed" and tags["modelyard.export.server-gpu"] == "none"
+    assert tags["modelyard.deployable"] == "true"
+
+    # Exporting again for a target this CPU machine cannot serve filters what is shown,
+    # not what the version can do: it stays deployable.
+    again = export_version(platform, "inproc", "1", "test", targets=["server-gpu"])
+    assert again["targets"] == {"server-gpu": None} and again["deployable"] is True
+    assert platform.registry.get_version("inproc", "1").tags["modelyard.deployable"] == "true"
 
 
 def test_a_version_without_signature_is_not_deployable(settings) -> None:

@@ -84,3 +84,34 @@ def test_a_bad_export_block_is_found_at_submission(settings, tmp_path: Path) -> 
         submit_training(settings, spec, "exp-1")
     assert str(raised.value).startswith(f"invalid training spec in {spec}: field 'export.")
     assert not list(settings.queue_folder.glob("*"))
+
+
+def test_export_wait_gives_up_with_a_hint_when_no_worker_takes_it(settings) -> None:
+    """A registered version (real MLflow on SQLite), no export worker: one sentence, exit 1, no hang."""
+    import os
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from modelyard.platform.jobs.supervisor import prepare_stores
+
+    prepare_stores(settings)
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    client.create_registered_model("waits")
+    client.create_model_version("waits", str(settings.root / "nowhere"))
+    env = {**os.environ, "MODELYARD_HOME": str(settings.root), "COLUMNS": "300"}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "modelyard.platform.cli.main", "export", "waits/1", "--timeout", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: export of waits/1 did not finish within 2 s; it stays queued. "
+        "No worker has taken it: start one with `modelyard up`."
+    )
