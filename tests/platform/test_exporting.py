@@ -23,6 +23,9 @@ def test_in_process_training_exports_then_gates(settings) -> None:
     tags = platform.registry.get_version("inproc", "1").tags
     assert tags["modelyard.export.status"] == "passed" and tags["modelyard.export.server-gpu"] == "none"
     assert tags["modelyard.deployable"] == "true"
+    # search_model_versions returns no aliases (mlflow#9783); the registry fills them (MLflow on SQLite here,
+    # on an MLflow server in tests/integration/test_server_mode.py).
+    assert [(v.version, v.aliases) for v in platform.registry.list_versions("inproc")] == [("1", ["champion"])]
 
     # Exporting again for a target this CPU machine cannot serve filters what is shown,
     # not what the version can do: it stays deployable.
