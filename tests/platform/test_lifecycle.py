@@ -17,6 +17,7 @@ class MemoryRegistry(Registry):
         self.versions = {str(v) for v in range(1, versions + 1)}
         self.aliases: dict[str, str] = {}
         self.fail_on: str | None = None
+        self.tags = {v: {"modelyard.deployable": "true"} for v in self.versions}
 
     def list_models(self) -> list[ModelSummary]:
         return [ModelSummary("m", max(self.versions, key=int), dict(self.aliases))]
@@ -29,7 +30,8 @@ class MemoryRegistry(Registry):
             raise NotFoundError(f"model '{name}' is not registered.")
         if version not in self.versions:
             raise NotFoundError(f"model 'm' has no version {version}.")
-        return VersionInfo("m", version, None, [a for a, v in self.aliases.items() if v == version])
+        aliases = [a for a, v in self.aliases.items() if v == version]
+        return VersionInfo("m", version, None, aliases, dict(self.tags[version]))
 
     def get_alias(self, name: str, alias: str) -> VersionInfo | None:
         version = self.aliases.get(alias)
@@ -47,7 +49,7 @@ class MemoryRegistry(Registry):
         return None
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
-        pass
+        self.tags[version][key] = value
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return {}
@@ -125,3 +127,25 @@ def test_references() -> None:
         resolve(registry, "m")
     with pytest.raises(NotFoundError, match="'best' in 'm@best' is not an alias"):
         resolve(registry, "m@best")
+
+
+def test_an_undeployable_or_unexported_version_is_served_only_when_forced(lifecycle: Lifecycle) -> None:
+    registry = lifecycle.registry
+    lifecycle.promote("m", "1", "gate", "first")
+    registry.set_version_tag("m", "2", "modelyard.deployable", "false")
+    registry.set_version_tag("m", "2", "modelyard.export.error", "parity failed at output 0.")
+    del registry.tags["3"]["modelyard.deployable"]  # type: ignore[attr-defined]
+
+    with pytest.raises(LifecycleError) as refused:
+        lifecycle.promote("m", "2", "cli", "by hand")
+    assert str(refused.value) == (
+        "version 2 of 'm' is not deployable (parity failed at output 0); "
+        "to serve it anyway, use --force with a --reason."
+    )
+    with pytest.raises(LifecycleError, match=r"version 3 of 'm' has not been exported yet"):
+        lifecycle.rollback("m", "cli", "by hand", to_version="3")
+    assert aliases(lifecycle) == {"champion": "1"}
+
+    forced = lifecycle.promote("m", "2", "cli", "incident: v1 crashes", force=True)
+    assert aliases(lifecycle)["champion"] == "2"
+    assert forced[-1].evidence["forced"].startswith("version 2 is not deployable")

@@ -195,13 +195,14 @@ def promote(
     ref: Annotated[str, typer.Argument(help="NAME/VERSION or NAME@challenger")],
     reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")] = "promoted by hand",
     actor: Annotated[str, typer.Option(help="Who; kept in the audit log.")] = "cli",
+    force: Annotated[bool, typer.Option("--force", help="Serve a version that is not deployable.")] = False,
 ) -> None:
     """Make a version champion; the current champion becomes previous."""
     from modelyard.platform.registry.base import resolve
 
     lifecycle = _lifecycle()
     info = resolve(lifecycle.registry, ref, default_alias="challenger")
-    for e in lifecycle.promote(info.name, info.version, actor, reason):
+    for e in lifecycle.promote(info.name, info.version, actor, reason, force=force):
         out.print(f"{e.alias}: {e.from_version or '-'} -> {e.to_version or '-'}")
 
 
@@ -211,9 +212,10 @@ def rollback(
     to: Annotated[str | None, typer.Option(help="Version to restore; default: previous.")] = None,
     reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")] = "rolled back by hand",
     actor: Annotated[str, typer.Option(help="Who; kept in the audit log.")] = "cli",
+    force: Annotated[bool, typer.Option("--force", help="Serve a version that is not deployable.")] = False,
 ) -> None:
     """Restore `previous` (or --to VERSION) as champion."""
-    for e in _lifecycle().rollback(name, actor, reason, to):
+    for e in _lifecycle().rollback(name, actor, reason, to, force=force):
         out.print(f"{e.alias}: {e.from_version or '-'} -> {e.to_version or '-'}")
 
 

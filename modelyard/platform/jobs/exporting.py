@@ -160,7 +160,7 @@ def finish_request(platform: Platform, name: str, version: str, request_id: str)
         with store.heartbeat(request_id, owner, settings.heartbeat_seconds):
             try:
                 result["export"] = export_version(platform, name, version, owner, request_id=request_id)
-                export_problem = None
+                export_problem = None if result["export"]["deployable"] else "no variant meets any target's budget"
             except TransientError:
                 raise
             except ModelyardError as err:

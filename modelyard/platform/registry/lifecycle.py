@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelyard.errors import LifecycleError
-from modelyard.platform.registry.base import Registry
+from modelyard.platform.registry.base import TAG_PREFIX, Registry, VersionInfo
 from modelyard.platform.store.audit import AuditLog, EventRecord
 
 
@@ -65,9 +65,10 @@ class Lifecycle:
         reason: str,
         evidence: dict[str, Any] | None = None,
         request_id: str | None = None,
+        force: bool = False,
     ) -> list[EventRecord]:
-        """version becomes champion; the old champion becomes previous."""
-        self.registry.get_version(name, version)  # unknown version: NotFoundError before any change
+        """version becomes champion; the old champion becomes previous. An undeployable version needs force."""
+        evidence = self._deployable_or_forced(self.registry.get_version(name, version), force, evidence or {})
         champion = self.registry.get_alias(name, "champion")
         if champion is not None and champion.version == version:
             raise LifecycleError(f"version {version} of '{name}' is already champion.")
@@ -78,19 +79,39 @@ class Lifecycle:
         moves.append(("champion", version))
         if challenger is not None and challenger.version == version:
             moves.append(("challenger", None))
-        return self._move(name, moves, actor, reason, evidence or {}, request_id)
+        return self._move(name, moves, actor, reason, evidence, request_id)
 
-    def rollback(self, name: str, actor: str, reason: str, to_version: str | None = None) -> list[EventRecord]:
+    def rollback(
+        self, name: str, actor: str, reason: str, to_version: str | None = None, force: bool = False
+    ) -> list[EventRecord]:
         """Champion goes back to `previous` (or a named version); previous is cleared."""
         champion = self.registry.get_alias(name, "champion")
         if to_version is None:
-            previous = self.registry.get_alias(name, "previous")
-            if previous is None:
+            target = self.registry.get_alias(name, "previous")
+            if target is None:
                 raise LifecycleError(f"model '{name}' has no previous version to roll back to; name one with --to.")
-            to_version = previous.version
         else:
-            self.registry.get_version(name, to_version)
-        if champion is not None and champion.version == to_version:
-            raise LifecycleError(f"version {to_version} of '{name}' is already champion.")
-        evidence = {"rolled_back_from": champion.version if champion else None}
-        return self._move(name, [("champion", to_version), ("previous", None)], actor, reason, evidence)
+            target = self.registry.get_version(name, to_version)
+        if champion is not None and champion.version == target.version:
+            raise LifecycleError(f"version {target.version} of '{name}' is already champion.")
+        evidence = self._deployable_or_forced(
+            target, force, {"rolled_back_from": champion.version if champion else None}
+        )
+        return self._move(name, [("champion", target.version), ("previous", None)], actor, reason, evidence)
+
+    @staticmethod
+    def _deployable_or_forced(info: VersionInfo, force: bool, evidence: dict[str, Any]) -> dict[str, Any]:
+        """A champion is served: refuse a version whose export failed or never ran, unless forced (and say so)."""
+        deployable = info.tags.get(f"{TAG_PREFIX}deployable")
+        if deployable == "true":
+            return evidence
+        if deployable == "false":
+            why = info.tags.get(f"{TAG_PREFIX}export.error") or "no ONNX variant meets any target's budget"
+            problem = f"is not deployable ({why.rstrip('.')})"
+        else:
+            problem = f"has not been exported yet (`modelyard export {info.name}/{info.version}`)"
+        if not force:
+            raise LifecycleError(
+                f"version {info.version} of '{info.name}' {problem}; to serve it anyway, use --force with a --reason."
+            )
+        return {**evidence, "forced": f"version {info.version} {problem}"}
