@@ -5,6 +5,8 @@ in this one process, on the same inputs, batch 1, one thread, median of many run
 Keras `model(x)`, a `tf.function`, LiteRT fp32 and dynamic-range int8, and every ONNX
 variant of modelyard's export; size and test accuracy beside each. Then the ratios of
 the variant modelyard selects for `edge-cpu` against LiteRT int8, Keras and fp32 size.
+First the floor: ONNX Runtime's Python call on a one-Identity-node model, which no variant
+can beat; read ratios of microsecond models against it.
 
     .venv/bin/python bench/export_latency.py [--runs 300] [--models cnn,mlp,lstm,mobilenetv2]
 """
@@ -32,6 +34,27 @@ def median_ms(fn: Callable[[], object], runs: int) -> float:
     from modelyard.exporters.measure import time_runs
 
     return time_runs(fn, runs, warmup=max(3, runs // 20))[0]
+
+
+def runtime_floor(runs: int, folder: Path) -> tuple[float, float]:
+    """Median µs of `session.run` and of an IOBinding run on a model with one Identity node (batch 1, one thread)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from modelyard.exporters.measure import bound_runner, session
+
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 1]) for name in ("x", "y")]
+    nodes = [helper.make_node("Identity", ["x"], ["y"])]
+    model = helper.make_model(
+        helper.make_graph(nodes, "floor", io[:1], io[1:]), opset_imports=[helper.make_opsetid("", 17)], ir_version=8
+    )
+    path = folder / "identity.onnx"
+    onnx.save(model, str(path))
+    sess = session(path, threads=1)
+    feeds = {"x": np.zeros((1, 1), np.float32)}
+    plain = median_ms(lambda: sess.run(None, feeds), runs)
+    bound = median_ms(bound_runner(sess, feeds), runs)
+    return plain * 1000, bound * 1000
 
 
 def dataset(kind: str):
@@ -191,6 +214,10 @@ def main() -> None:
     one_thread()
     summary = []
     with tempfile.TemporaryDirectory() as tmp:
+        plain, bound = runtime_floor(max(1000, args.runs * 10), Path(tmp))
+        print("## floor: ONNX Runtime's Python call, one Identity node, batch 1, one thread, median µs")
+        print(f"| session.run | IOBinding run |\n|---:|---:|\n| {plain:.2f} | {bound:.2f} |")
+        print("(ONNX rows below use IOBinding: a variant cannot be faster than its floor.)")
         for kind in args.models.split(","):
             out = bench_model(kind, args.runs if kind != "mobilenetv2" else max(30, args.runs // 5), Path(tmp))
             print(f"\n## {kind}: batch 1, one thread, median ms")

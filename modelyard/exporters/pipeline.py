@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.exporters import measure, parity, report, select, triton, variants
+from modelyard.exporters import graph, measure, parity, quantize, report, select, triton, variants
 from modelyard.exporters.convert import ExportError, TensorInfo, to_onnx
 from modelyard.exporters.spec import ExportSpec
 
@@ -58,26 +59,29 @@ def export_model(model: Any, data: ExportData, spec: ExportSpec, out: Path, name
     import onnx
 
     started = time.perf_counter()
+    out = out.resolve()  # the ONNX tools run in a scratch folder as the current directory
     out.mkdir(parents=True, exist_ok=True)
     converted = to_onnx(model, spec.opset)
     raw = out / "model.onnx"
     onnx.save(converted.model, str(raw))
     parity_feeds = {k: v[: spec.parity_samples] for k, v in feeds_for(converted.inputs, data.parity).items()}
     keras_parity = _keras_outputs(model, parity_feeds)
-    fp32_parity = parity.check(measure.session(raw), parity_feeds, keras_parity, spec.atol, spec.rtol, data.classifier)
+    parity.check(measure.session(raw), parity_feeds, keras_parity, spec.atol, spec.rtol, data.classifier)
     calibration = feeds_for(converted.inputs, data.calibration)
     if "int8-static" in spec.variants:
-        variants.check_calibration(calibration, {i.name: i.shape for i in converted.inputs})
+        quantize.check_calibration(calibration, {i.name: i.shape for i in converted.inputs})
     test = feeds_for(converted.inputs, data.test)
     keras_test = _keras_outputs(model, test)[0]
     keras_metrics = data.evaluate(keras_test)
     keras_decisions = keras_test.argmax(axis=1) if data.classifier and keras_test.ndim == 2 else None
 
-    files, failures = _make_variants(raw, out / "variants", spec, calibration)
-    parity_rows: dict[str, Any] = {"fp32": fp32_parity.as_dict()}
-    for variant, path in files.items():
-        if variant != "fp32":
-            parity_rows[variant] = _variant_parity(variant, path, parity_feeds, keras_parity, data.classifier)
+    with tempfile.TemporaryDirectory(prefix="modelyard-export-") as work:
+        made = variants.make_variants(raw, out / "variants", Path(work), spec, calibration)
+    files = made.files
+    parity_rows = {
+        variant: _variant_parity(variant, path, parity_feeds, keras_parity, data.classifier, spec)
+        for variant, path in files.items()
+    }
     parity_failed = {v for v, row in parity_rows.items() if row["passed"] is False}
     cuda = measure.cuda_available()
     providers = ["CPUExecutionProvider"] + (["CUDAExecutionProvider"] if cuda else [])
@@ -85,10 +89,11 @@ def export_model(model: Any, data: ExportData, spec: ExportSpec, out: Path, name
     for variant, path in files.items():
         use = providers if variant in ("fp32", "fp16") else ["CPUExecutionProvider"]
         measured.append(measure.measure(variant, path, test, data.evaluate, keras_decisions, spec.latency_runs, use))
-    selections = select.select(measured, keras_metrics, data.primary_metric, spec, parity_failed, cuda)
-    for variant, why in failures.items():
+    nonstandard = {v: graph.nonstandard(needs) for v, needs in made.needs.items()}
+    selections = select.select(measured, keras_metrics, data.primary_metric, spec, parity_failed, cuda, nonstandard)
+    for variant, why in made.rejected.items():
         for sel in selections:
-            sel.reasons[variant] = f"rejected: could not be made ({why})"
+            sel.reasons[variant] = f"rejected: {why}"
     result = ExportResult(out, {}, {s.target: s.chosen for s in selections}, files)
     for sel in selections:
         if sel.chosen and sel.target in ("server-cpu", "server-gpu"):
@@ -104,8 +109,10 @@ def export_model(model: Any, data: ExportData, spec: ExportSpec, out: Path, name
         "keras": {"metrics": keras_metrics},
         "parity": parity_rows,
         "providers": providers,
+        "converted_nodes": graph.runtime_needs(converted.model)["nodes"],  # before optimization and onnxslim
+        "runtime_needs": made.needs,  # per variant: nodes, domains with their opset, ops per domain
         "variants": [m.as_dict() for m in measured],
-        "failed_variants": failures,
+        "failed_variants": made.rejected,
         "targets": {s.target: s.as_dict() for s in selections},
         "seconds": time.perf_counter() - started,
         "export_spec": spec.model_dump(mode="json"),
@@ -123,11 +130,16 @@ def _variant_parity(
     feeds: dict[str, np.ndarray],
     keras_out: list[np.ndarray],
     classifier: bool,
+    spec: ExportSpec,
 ) -> dict[str, Any]:
-    """fp16 must stay within float16's precision and keep 99% of decisions; int8 is judged by accuracy."""
+    """fp32 (optimized and simplified) within the spec's tolerance; fp16 within float16's precision keeping
+    99% of decisions; int8 is judged by accuracy."""
     sess = measure.session(path)
     names = [o.name for o in sess.get_outputs()]
-    result, _ = parity.compare(sess.run(None, feeds), keras_out, names, FP16_TOLERANCE, FP16_TOLERANCE, classifier)
+    outputs = sess.run(None, feeds)
+    if variant == "fp32":
+        return parity.compare(outputs, keras_out, names, spec.atol, spec.rtol, classifier)[0].as_dict()
+    result, _ = parity.compare(outputs, keras_out, names, FP16_TOLERANCE, FP16_TOLERANCE, classifier)
     row = result.as_dict()
     if variant == "fp16":
         within = row["passed"] or (
@@ -139,31 +151,3 @@ def _variant_parity(
     else:
         row["passed"] = None  # not applicable: the accuracy budget decides
     return row
-
-
-def _make_variants(
-    raw: Path,
-    folder: Path,
-    spec: ExportSpec,
-    calibration: dict[str, np.ndarray],
-) -> tuple[dict[str, Path], dict[str, str]]:
-    folder.mkdir(parents=True, exist_ok=True)
-    makers: dict[str, Callable[[Path, Path], None]] = {
-        "fp32": variants.optimize_fp32,
-        "fp16": variants.to_fp16,
-        "int8-dynamic": variants.int8_dynamic,
-        "int8-static": lambda src, dst: variants.int8_static(src, dst, calibration, spec.calibration),
-    }
-    files, failures = {}, {}
-    for variant in spec.variants:
-        path = folder / f"{variant}.onnx"
-        try:
-            makers[variant](raw, path)
-            files[variant] = path
-        except ExportError:
-            raise
-        except Exception as err:  # one variant's tool failing leaves the others usable
-            failures[variant] = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
-    if "fp32" not in files:
-        raise ExportError(f"the fp32 variant could not be made: {failures.get('fp32', 'not requested')}.")
-    return files, failures

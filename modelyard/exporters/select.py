@@ -23,6 +23,14 @@ class Selection:
         return asdict(self)
 
 
+@dataclass
+class _Checks:
+    """What the export found out about each variant before measuring it."""
+
+    parity_failed: set[str]
+    nonstandard: dict[str, str]
+
+
 def accuracy_drop(metric: str, keras: float, variant: float) -> float:
     """Points lost against Keras (percentage points for metrics in [0, 1])."""
     loss = variant - keras if metric in LOWER_IS_BETTER else keras - variant
@@ -36,13 +44,16 @@ def select(
     spec: ExportSpec,
     parity_failed: set[str],
     cuda: bool,
+    nonstandard: dict[str, str],
 ) -> list[Selection]:
+    """`nonstandard`: variant -> its ops outside the standard ONNX domains, for targets that refuse them."""
     by_name = {m.variant: m for m in measured}
     fp32 = by_name.get("fp32")
+    checks = _Checks(parity_failed, nonstandard)
     return [
-        _edge_cpu(measured, keras_metrics, primary, spec, parity_failed, fp32),
-        _server_cpu(measured, keras_metrics, primary, spec, parity_failed),
-        _server_gpu(measured, keras_metrics, primary, spec, parity_failed, cuda),
+        _edge_cpu(measured, keras_metrics, primary, spec, checks, fp32),
+        _server_cpu(measured, keras_metrics, primary, spec, checks),
+        _server_gpu(measured, keras_metrics, primary, spec, checks, cuda),
     ]
 
 
@@ -52,13 +63,16 @@ def _common(
     primary: str,
     spec: ExportSpec,
     target: str,
-    parity_failed: set[str],
+    checks: _Checks,
     latency: float | None,
 ) -> str | None:
     """Why a variant is out for this target, or None."""
     budget = spec.budget(target)
-    if m.variant in parity_failed:
+    if m.variant in checks.parity_failed:
         return "rejected: fails parity with Keras"
+    if budget.standard_ops_only and checks.nonstandard.get(m.variant):
+        ops = checks.nonstandard[m.variant]
+        return f"rejected: needs ops outside standard ONNX ({ops}); {target} takes standard ops only"
     drop = accuracy_drop(primary, keras[primary], m.metrics[primary])
     if drop > budget.max_accuracy_drop:
         return f"rejected: {primary} drops {drop:.2f} points (budget {budget.max_accuracy_drop})"
@@ -74,7 +88,7 @@ def _edge_cpu(
     keras: dict[str, float],
     primary: str,
     spec: ExportSpec,
-    parity_failed: set[str],
+    checks: _Checks,
     fp32: Measured | None,
 ) -> Selection:
     """The smallest variant within budget that is not slower than fp32 (batch 1, one thread)."""
@@ -83,7 +97,7 @@ def _edge_cpu(
     base = fp32.latency(batch=1, threads=1) if fp32 else None
     for m in measured:
         lat = m.latency(batch=1, threads=1)
-        why = _common(m, keras, primary, spec, "edge-cpu", parity_failed, lat)
+        why = _common(m, keras, primary, spec, "edge-cpu", checks, lat)
         if why is None and base is not None and lat is not None and lat > base * NOISE:
             why = f"rejected: slower than fp32 ({lat:.3f} vs {base:.3f} ms p50, batch 1, one thread)"
         sel.reasons[m.variant] = why or ""
@@ -95,13 +109,13 @@ def _edge_cpu(
 
 
 def _server_cpu(
-    measured: list[Measured], keras: dict[str, float], primary: str, spec: ExportSpec, parity_failed: set[str]
+    measured: list[Measured], keras: dict[str, float], primary: str, spec: ExportSpec, checks: _Checks
 ) -> Selection:
     """The fastest variant within budget (batch 32, all threads, CPU)."""
     sel = Selection("server-cpu", None)
     ok = []
     for m in measured:
-        why = _common(m, keras, primary, spec, "server-cpu", parity_failed, _cpu_batch32(m))
+        why = _common(m, keras, primary, spec, "server-cpu", checks, _cpu_batch32(m))
         sel.reasons[m.variant] = why or ""
         if why is None:
             ok.append(m)
@@ -128,7 +142,7 @@ def _server_gpu(
     keras: dict[str, float],
     primary: str,
     spec: ExportSpec,
-    parity_failed: set[str],
+    checks: _Checks,
     cuda: bool,
 ) -> Selection:
     """fp16 or fp32 on CUDA, the faster within budget."""
@@ -142,7 +156,7 @@ def _server_gpu(
             sel.reasons[m.variant] = "rejected: no CUDA execution provider on the exporting machine"
             continue
         lat = _cuda_batch32(m)
-        why = _common(m, keras, primary, spec, "server-gpu", parity_failed, lat)
+        why = _common(m, keras, primary, spec, "server-gpu", checks, lat)
         sel.reasons[m.variant] = why or ""
         if why is None and lat is not None:
             ok.append(m)

@@ -8,6 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static")
 TARGETS = ("edge-cpu", "server-cpu", "server-gpu")
+# Targets that take standard ONNX ops only unless their budget says otherwise. Edge devices update
+# slowly and may run another ONNX Runtime version, a reduced-operator (mobile) build or another
+# runtime: standard opsets carry ONNX's compatibility guarantee, ONNX Runtime's contrib ops
+# (com.microsoft, e.g. DynamicQuantizeLSTM in an LSTM's int8-dynamic variant) do not. Servers run
+# the ONNX Runtime this platform installs (and Triton's onnxruntime backend), which has them.
+STANDARD_OPS_TARGETS = frozenset({"edge-cpu"})
 
 
 class _Strict(BaseModel):
@@ -32,6 +38,11 @@ class BudgetSpec(_Strict):
     )
     max_size_mb: float | None = Field(None, gt=0, description="Largest file a target accepts.")
     max_latency_ms: float | None = Field(None, gt=0, description="Slowest batch-1 p50 a target accepts.")
+    standard_ops_only: bool | None = Field(
+        None,
+        description="Reject variants that use operators outside the standard ONNX domains (ai.onnx, ai.onnx.ml), "
+        "such as ONNX Runtime's com.microsoft ops. Unset: true for edge-cpu, false for the server targets.",
+    )
 
 
 class ExportSpec(_Strict):
@@ -56,4 +67,7 @@ class ExportSpec(_Strict):
         return names
 
     def budget(self, target: str) -> BudgetSpec:
-        return self.budgets.get(target, BudgetSpec())  # type: ignore[call-overload]
+        budget: BudgetSpec = self.budgets.get(target, BudgetSpec())  # type: ignore[call-overload]
+        if budget.standard_ops_only is None:
+            budget = budget.model_copy(update={"standard_ops_only": target in STANDARD_OPS_TARGETS})
+        return budget

@@ -32,12 +32,16 @@ def rand(*shape: int) -> np.ndarray:
 
 
 def check_export(model, data: ExportData, tmp_path: Path) -> dict:
+    import onnx
+
     result = export_model(model, data, SPEC, tmp_path / "export", "m")
     report = json.loads((tmp_path / "export" / "export_report.json").read_text())
     assert report["parity"]["fp32"]["passed"] and report["parity"]["fp32"]["max_abs_diff"] <= 1e-4
     assert set(result.variant_files) == {"fp32", "fp16", "int8-dynamic", "int8-static"}
     assert result.targets["edge-cpu"] and result.targets["server-cpu"]
     assert (tmp_path / "export" / "export_plot.png").stat().st_size > 1000
+    for path in result.variant_files.values():  # ONNX Runtime runs graphs the standard (and other runtimes) refuse
+        onnx.checker.check_model(str(path), full_check=True)
     for target, selection in report["targets"].items():  # every variant has a verdict per target
         assert set(selection["reasons"]) == set(result.variant_files), target
     return report
