@@ -1,7 +1,7 @@
 """How long the read commands take in embedded mode, each as a user runs it (a fresh process).
 
 Fills a temporary home's platform database with a model of 50 versions and their alias
-moves (about 300 events), then times `modelyard --help`, `models`, `versions NAME` and
+moves (about 250 events), then times `modelyard --help`, `models`, `versions NAME` and
 `history NAME` (median of --runs), and, side by side, a bare `import mlflow`: the cost the
 read commands no longer pay. Target: every read command under 1 s.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -170,27 +171,38 @@ def _train_and_register(
         tracking.log_datasets(ds, split, spec.name)
         store.update(request.request_id, owner, run_id=run.info.run_id)
 
+        client, run_id = platform.registry.client, run.info.run_id
+        epochs = tracking.EpochLogger(client, run_id)
+
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
-            mlflow.log_metrics(logs, step=epoch, synchronous=False)  # off the training loop
+            epochs.log(epoch, logs)  # off the training loop
             report({"stage": "training", "epoch": epoch, "epochs": spec.epochs, "logs": logs})
 
         timings["setup_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        result = train.fit(spec, split, n_outputs, on_epoch)
-        timings["fit_s"] = result.fit_seconds
-        timings["build_s"] = time.perf_counter() - t - result.fit_seconds
-        report({"stage": "evaluating"})
-        t = time.perf_counter()
-        evaluation = evaluate.evaluate_model(result.model, split.x_test, split.y_test, ds.task, n_outputs)
-        base = evaluate.baseline(split, ds.task, n_outputs, spec.seed)
-        beats = evaluate.beats(
-            spec.primary_metric, evaluation.metrics[spec.primary_metric], base[1].metrics[spec.primary_metric]
-        )
-        timings["evaluate_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        mlflow.set_tags({f"{TAG_PREFIX}device": result.device.device, f"{TAG_PREFIX}beats_baseline": str(beats)})
-        tracking.log_outputs(spec, ds, split, result, evaluation, base)
-        model_uri = tracking.log_keras_model(result.model, split)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="beside") as beside:
+            # The held-out, parity, calibration and reference files need no trained model: written meanwhile.
+            try:
+                result = train.fit(spec, split, n_outputs, on_epoch)
+            finally:
+                epochs.close()
+            inputs_logged = beside.submit(tracking.log_inputs, client, run_id, spec, ds, split)
+            timings["fit_s"] = result.fit_seconds
+            timings["build_s"] = time.perf_counter() - t - result.fit_seconds
+            report({"stage": "evaluating"})
+            t = time.perf_counter()
+            evaluation = evaluate.evaluate_model(result.model, split.x_test, split.y_test, ds.task, n_outputs)
+            base = evaluate.baseline(split, ds.task, n_outputs, spec.seed)
+            beats = evaluate.beats(
+                spec.primary_metric, evaluation.metrics[spec.primary_metric], base[1].metrics[spec.primary_metric]
+            )
+            timings["evaluate_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            mlflow.set_tags({f"{TAG_PREFIX}device": result.device.device, f"{TAG_PREFIX}beats_baseline": str(beats)})
+            outputs_logged = beside.submit(tracking.log_outputs, client, run_id, ds, result, evaluation, base)
+            model_uri = tracking.log_keras_model(result.model, split)
+            outputs_logged.result()
+            inputs_logged.result()  # a registered version always has its held-out data
         timings["log_s"] = time.perf_counter() - t
         report({"stage": "registering"})
         t = time.perf_counter()

@@ -64,6 +64,54 @@ def flat_params(spec: TrainSpec) -> dict[str, str]:
     return {k: v[:6000] for k, v in out.items()}
 
 
+class EpochLogger:
+    """Per-epoch metrics logged off the training loop, in order, in batches.
+
+    MLflow's own asynchronous logging polls its queue once a second, so ending a run
+    waited up to a second for it; this thread wakes on every item and on close().
+    """
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        import queue
+        import threading
+
+        self._client, self._run_id = client, run_id
+        self._queue: queue.Queue[tuple[int, dict[str, float]] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"epochs-{run_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self._queue.put((step, metrics))
+
+    def close(self) -> None:
+        """Wait until every logged epoch is written; raise the first error the thread met."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            with mlflow_errors(f"log the epochs of run {self._run_id}"):
+                raise self._error
+
+    def _drain(self) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        done = False
+        while not done:
+            items = [self._queue.get()]
+            while not self._queue.empty():
+                items.append(self._queue.get())
+            done = items[-1] is None
+            now = int(time.time() * 1000)
+            batch = [Metric(k, float(v), now, step) for step, logs in filter(None, items) for k, v in logs.items()]
+            if batch and self._error is None:
+                try:
+                    self._client.log_batch(self._run_id, metrics=batch)
+                except Exception as err:  # kept for close(): the fit goes on
+                    self._error = err
+
+
 def log_datasets(ds: Dataset, split: Split, model: str) -> None:
     import mlflow
     from mlflow.data.numpy_dataset import from_numpy
@@ -78,66 +126,33 @@ def log_datasets(ds: Dataset, split: Split, model: str) -> None:
         mlflow.log_input(data, context=context, tags={"source": ds.source, "sha256": split.hashes[key]})
 
 
-def log_outputs(
-    spec: TrainSpec,
-    ds: Dataset,
-    split: Split,
-    result: TrainResult,
-    evaluation: Evaluation,
-    baseline: tuple[str, Evaluation],
-) -> None:
-    """Metrics and artifacts of a finished training (everything but the model itself)."""
-    import mlflow
+def log_inputs(client: Any, run_id: str, spec: TrainSpec, ds: Dataset, split: Split) -> None:
+    """What is known before the fit ends: the spec, the dataset's facts, the held-out split
+    (the gate reads it), parity and calibration rows (the export reads them) and the
+    reference sample (drift checks read it). Runs beside the fit, in a thread, so the
+    client names the run instead of MLflow's thread-local active run."""
     import pandas as pd
 
-    mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
-    mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline[1].metrics.items()})
-    mlflow.log_metrics(
-        {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "fit_seconds": result.fit_seconds}
-    )
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        (folder / "metrics.json").write_text(
-            json.dumps(
-                {
-                    "test": evaluation.metrics,
-                    "baseline": {"name": baseline[0], **baseline[1].metrics},
-                },
-                indent=2,
-            )
-        )
-        (folder / "dataset.json").write_text(
-            json.dumps(
-                {
-                    "source": ds.source,
-                    "sha256": ds.content_hash,
-                    "splits": split.hashes,
-                    "classes": ds.classes,
-                    "features": ds.feature_names,
-                    "input_shape": list(ds.x.shape[1:]),
-                    "task": ds.task,
-                },
-                indent=2,
-                default=str,
-            )
-        )
-        (folder / "history.json").write_text(json.dumps(result.history))
-        (folder / "hardware.json").write_text(json.dumps(result.device.as_dict()))
-        if evaluation.confusion:
-            (folder / "confusion_matrix.json").write_text(
-                json.dumps({"classes": ds.classes, "matrix": evaluation.confusion}, default=str)
-            )
-            save_confusion_png(evaluation.confusion, ds.classes, folder / "confusion_matrix.png")
-        mlflow.log_artifacts(str(folder), "evaluation")
-        (folder / "spec.json").write_text(spec.model_dump_json(indent=2))
-        mlflow.log_artifact(str(folder / "spec.json"), "evaluation")
+        root = Path(tmp)
+        for folder in ("evaluation", "holdout", "reference"):
+            (root / folder).mkdir()
+        dataset = {
+            "source": ds.source,
+            "sha256": ds.content_hash,
+            "splits": split.hashes,
+            "classes": ds.classes,
+            "features": ds.feature_names,
+            "input_shape": list(ds.x.shape[1:]),
+            "task": ds.task,
+        }
+        (root / "evaluation" / "dataset.json").write_text(json.dumps(dataset, indent=2, default=str))
+        (root / "evaluation" / "spec.json").write_text(spec.model_dump_json(indent=2))
         rng = np.random.default_rng(spec.seed)
         calibration = split.x_train[rng.permutation(len(split.x_train))[:EXPORT_ROWS]]
-        np.savez_compressed(folder / "holdout.npz", x=split.x_test, y=split.y_test)
-        np.savez_compressed(folder / "validation.npz", x=split.x_val[:EXPORT_ROWS])
-        np.savez_compressed(folder / "calibration.npz", x=calibration)
-        for name in ("holdout.npz", "validation.npz", "calibration.npz"):
-            mlflow.log_artifact(str(folder / name), "holdout")
+        np.savez_compressed(root / HOLDOUT, x=split.x_test, y=split.y_test)
+        np.savez_compressed(root / "holdout" / "validation.npz", x=split.x_val[:EXPORT_ROWS])
+        np.savez_compressed(root / "holdout" / "calibration.npz", x=calibration)
         rows = np.random.default_rng(spec.seed).permutation(len(split.x_train))[:REFERENCE_ROWS]
         flat = split.x_train[rows].reshape(len(rows), -1)
         columns = (
@@ -145,8 +160,47 @@ def log_outputs(
         )
         reference = pd.DataFrame(flat, columns=columns)
         reference["label"] = split.y_train[rows]
-        reference.to_parquet(folder / "reference_sample.parquet")
-        mlflow.log_artifact(str(folder / "reference_sample.parquet"), "reference")
+        reference.to_parquet(root / "reference" / "reference_sample.parquet")
+        with mlflow_errors(f"log the inputs of run {run_id}"):
+            client.log_artifacts(run_id, str(root))
+
+
+def log_outputs(
+    client: Any,
+    run_id: str,
+    ds: Dataset,
+    result: TrainResult,
+    evaluation: Evaluation,
+    baseline: tuple[str, Evaluation],
+) -> None:
+    """Metrics and artifacts of a finished training (but the model): one batch of metrics, one upload."""
+    import time
+
+    from mlflow.entities import Metric
+
+    values = {
+        **{f"test_{k}": v for k, v in evaluation.metrics.items()},
+        **{f"baseline_{k}": v for k, v in baseline[1].metrics.items()},
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "fit_seconds": result.fit_seconds,
+    }
+    now = int(time.time() * 1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "evaluation"
+        folder.mkdir()
+        metrics = {"test": evaluation.metrics, "baseline": {"name": baseline[0], **baseline[1].metrics}}
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (folder / "history.json").write_text(json.dumps(result.history))
+        (folder / "hardware.json").write_text(json.dumps(result.device.as_dict()))
+        if evaluation.confusion:
+            (folder / "confusion_matrix.json").write_text(
+                json.dumps({"classes": ds.classes, "matrix": evaluation.confusion}, default=str)
+            )
+            save_confusion_png(evaluation.confusion, ds.classes, folder / "confusion_matrix.png")
+        with mlflow_errors(f"log the results of run {run_id}"):
+            client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+            client.log_artifacts(run_id, tmp)
 
 
 def log_keras_model(model: Any, split: Split) -> str:
@@ -158,7 +212,8 @@ def log_keras_model(model: Any, split: Split) -> str:
     from mlflow.models import infer_signature
 
     example = split.x_test[:2]
-    signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+    # A direct call: model.predict on a new batch shape would trace its function again (0.1-0.3 s).
+    signature = infer_signature(example, np.asarray(model(example, training=False)))
     requirements = [
         f"tensorflow=={tf.__version__}",
         f"keras=={keras.__version__}",
