@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from rich.console import Console
 
 from modelyard.platform.jobs.gpus import TrainWorker, train_queue, train_workers, visible_gpus
@@ -45,3 +46,14 @@ def test_up_starts_the_planned_workers_with_distinct_names(settings) -> None:
     names = [c.argv[c.argv.index("-n") + 1] for c in trainers]
     assert len(set(names)) == 3
     assert [c.argv[c.argv.index("-Q") + 1] for c in trainers] == ["train", "train", "train-all"]
+
+
+def test_up_can_run_only_the_train_workers_as_a_container_does(settings) -> None:
+    from modelyard.errors import ModelyardError
+    from modelyard.platform.jobs.supervisor import Supervisor
+
+    only_train = Supervisor(settings, Console(quiet=True), gpus=["0", "1"], only=frozenset({"train"}))
+    assert [c.name for c in only_train.children] == ["train-gpu0", "train-gpu1", "train-all-gpus"]
+    assert not only_train.sweeps  # the sweep of abandoned trainings runs beside beat only
+    with pytest.raises(ModelyardError, match=r"unknown part 'gpu' \(parts: beat, export, train\)\."):
+        Supervisor(settings, Console(quiet=True), gpus=[], only=frozenset({"gpu"}))

@@ -247,11 +247,16 @@ def worker(
 
 
 @cli.command()
-def up() -> None:
-    """Embedded mode: start workers for every queue and beat, supervised; Ctrl-C stops them."""
-    from modelyard.platform.jobs.supervisor import Supervisor
+def up(
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only these parts (repeatable): train (one worker per GPU), export, beat."),
+    ] = None,
+) -> None:
+    """Start workers for every queue and beat, supervised and restarted; Ctrl-C stops them."""
+    from modelyard.platform.jobs.supervisor import PARTS, Supervisor
 
-    sys.exit(Supervisor(_settings(), out).run())
+    sys.exit(Supervisor(_settings(), out, only=frozenset(only) if only else PARTS).run())
 
 
 @cli.command()

@@ -20,6 +20,7 @@ from modelyard.errors import ModelyardError
 from modelyard.platform.settings import Settings
 
 APP = "modelyard.platform.jobs.celery_app:app"
+PARTS = frozenset({"train", "export", "beat"})  # what `modelyard up` supervises (`--only` picks)
 
 
 def worker_argv(
@@ -105,9 +106,19 @@ class Child:
 
 class Supervisor:
     def __init__(
-        self, settings: Settings, console: Console, grace: float = 60.0, gpus: list[str] | None = None
+        self,
+        settings: Settings,
+        console: Console,
+        grace: float = 60.0,
+        gpus: list[str] | None = None,
+        only: frozenset[str] = PARTS,
     ) -> None:
+        """Supervise the parts asked for (train workers, the export+monitor worker, beat); every one by default."""
         from modelyard.platform.jobs.gpus import train_workers, visible_gpus
+
+        unknown = sorted(only - PARTS)
+        if unknown or not only:
+            raise ModelyardError(f"unknown part '{unknown[0] if unknown else ''}' (parts: {', '.join(sorted(PARTS))}).")
 
         self.settings = settings
         self.console = console
@@ -127,13 +138,14 @@ class Supervisor:
         ]
         trainers = [
             Child(w.name, worker_argv(settings, list(w.queues), None, name=w.name), w.env)
-            for w in train_workers(visible_gpus() if gpus is None else gpus)
+            for w in (train_workers(visible_gpus() if gpus is None else gpus) if "train" in only else [])
         ]
         self.children = [
             *trainers,
-            Child("export+monitor", worker_argv(settings, ["export", "monitor"], 2)),
-            Child("beat", beat),
+            *([Child("export+monitor", worker_argv(settings, ["export", "monitor"], 2))] if "export" in only else []),
+            *([Child("beat", beat)] if "beat" in only else []),
         ]
+        self.sweeps = "beat" in only  # one sweeper of abandoned trainings, beside the one beat
 
     @property
     def pidfile(self) -> Path:
@@ -154,7 +166,7 @@ class Supervisor:
             self.console.print(f"modelyard up ({self.settings.mode} mode): logs in {logs}; Ctrl-C stops")
             last_recovery = 0.0
             while not self.stopping:
-                if time.monotonic() - last_recovery > 30:
+                if self.sweeps and time.monotonic() - last_recovery > 30:
                     last_recovery = time.monotonic()
                     for rid in recover_abandoned(self.settings):
                         self.console.print(f"requeued abandoned training {rid}")
