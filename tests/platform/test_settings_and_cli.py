@@ -1,6 +1,5 @@
 import subprocess
 import sys
-import time
 
 from modelyard.platform.settings import Settings
 
@@ -20,20 +19,18 @@ def test_server_mode_comes_from_the_environment(monkeypatch) -> None:
     assert s.mode == "server" and s.tracking_uri == "http://mlflow:5000" and s.artifact_location is None
 
 
-def test_help_is_fast_and_imports_nothing_heavy() -> None:
+def test_help_imports_nothing_heavy() -> None:
+    """What makes --help fast is what it does not import; a wall-clock bound would flake on a busy machine."""
     code = (
-        "import sys, time; t = time.perf_counter(); from modelyard.platform.cli.main import main; "
-        "print(time.perf_counter() - t); "
-        "print([m for m in ('tensorflow', 'keras', 'mlflow', 'pandas', 'celery', 'sklearn') if m in sys.modules])"
+        "import sys; sys.argv = ['modelyard', '--help']\n"
+        "from modelyard.platform.cli.main import cli\n"
+        "try:\n    cli()\nexcept SystemExit:\n    pass\n"
+        "print([m for m in ('tensorflow', 'keras', 'mlflow', 'pandas', 'celery', 'sklearn', 'sqlalchemy') "
+        "if m in sys.modules])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[1] == "[]"
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "modelyard.platform.cli.main", "--help"], capture_output=True, text=True
-    )
-    assert done.returncode == 0 and "demo" in done.stdout
-    assert time.perf_counter() - started < 1.0
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "demo" in out
+    assert out.strip().splitlines()[-1] == "[]"
 
 
 def test_unknown_model_is_one_clear_sentence(settings) -> None:
