@@ -40,7 +40,24 @@ class Settings(BaseSettings):
     redelivery_check_seconds: int = Field(
         10, ge=1, description="How often Redis workers look for tasks whose worker died (server mode)."
     )
-    max_retries: int = Field(5, ge=0, description="Retries of a task after a transient service error.")
+    max_retries: int = Field(
+        12,
+        ge=0,
+        description="Retries of a stage after a transient service error (backoff 5 s doubling to 5 min: "
+        "12 retries wait about 35 min); then the request fails with the error.",
+    )
+    max_attempts: int = Field(
+        5, ge=1, description="A stage whose worker died this many times (lease gone stale) fails for good."
+    )
+    reconcile_seconds: float = Field(
+        30.0, gt=0, description="How often beat runs the reconciler over unfinished requests."
+    )
+    republish_after_seconds: float = Field(
+        1800.0,
+        gt=0,
+        description="A request waiting this long for a worker gets its message sent again "
+        "(a safety net for a message lost without a broker restart).",
+    )
 
     @cached_property
     def root(self) -> Path:

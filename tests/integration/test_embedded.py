@@ -164,14 +164,15 @@ def test_demo_runs_the_whole_lifecycle(settings) -> None:
 
 
 def test_killed_worker_on_filesystem_queue_is_recovered(start_worker, tmp_path: Path, monkeypatch) -> None:
-    """The filesystem queue has no visibility timeout: `modelyard up` requeues stale trainings."""
+    """The filesystem queue has no visibility timeout: the reconciler re-publishes a stale training, once."""
     import time
 
     from celery.result import AsyncResult
 
+    from modelyard.platform.context import Platform
     from modelyard.platform.jobs.celery_app import create_app
+    from modelyard.platform.jobs.reconcile import reconcile
     from modelyard.platform.jobs.submit import follow, submit_training
-    from modelyard.platform.jobs.supervisor import recover_abandoned
     from modelyard.platform.registry.mlflow_store import MlflowRegistry
     from modelyard.platform.settings import Settings
     from modelyard.platform.store.audit import AuditLog
@@ -194,10 +195,12 @@ def test_killed_worker_on_filesystem_queue_is_recovered(start_worker, tmp_path: 
     start_worker(env_of(settings))
     start_worker(env_of(settings), "export")
     deadline = time.monotonic() + 30
-    while (requeued := recover_abandoned(settings)) == []:  # until its heartbeat is stale
-        assert time.monotonic() < deadline
+    while not (requeued := [a for a in reconcile(Platform(settings)) if a.action == "republished"]):
+        assert time.monotonic() < deadline  # until its heartbeat is stale
         time.sleep(0.5)
-    assert requeued == ["fs-kill-1"]
+    assert [(a.request_id, a.state) for a in requeued] == [("fs-kill-1", "training")]
+    assert "stopped beating" in requeued[0].reason
+    assert [a for a in reconcile(Platform(settings)) if a.action == "republished"] == []  # once per lease
     result = follow(settings, "fs-kill-1", quiet=True, timeout=300)
 
     assert result["version"] == "1"

@@ -1,48 +1,140 @@
-"""Idempotency of training requests on the real (SQLite) platform database."""
+"""The request state machine on the real (SQLite) platform database: claims, leases, fencing."""
 
+import threading
 import time
 
-from modelyard.platform.store.requests import RequestStore
+import pytest
+
+from modelyard.platform.store.requests import ClaimLost, RequestStore
+from modelyard.platform.store.states import FINAL, TRANSITIONS, IllegalTransition, State, check
 
 
-def test_claims(settings) -> None:
+def stale_store(monkeypatch, seconds: str) -> RequestStore:
+    monkeypatch.setenv("MODELYARD_STALE_AFTER_SECONDS", seconds)
+    from modelyard.platform.settings import Settings
+
+    return RequestStore(Settings())
+
+
+def test_the_state_machine_has_one_table_and_final_states_end_it() -> None:
+    assert set(TRANSITIONS) == set(State)
+    for final in FINAL:
+        assert TRANSITIONS[final] == frozenset()
+    check(State.QUEUED, State.TRAINING)
+    with pytest.raises(IllegalTransition):
+        check(State.SUCCEEDED, State.QUEUED)
+    with pytest.raises(IllegalTransition):
+        check(State.TRAINED, State.TRAINING)  # a registered version is never trained again
+    for state in State:  # every state is reachable from queued
+        seen, frontier = {State.QUEUED}, [State.QUEUED]
+        while frontier:
+            for nxt in TRANSITIONS[frontier.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    frontier.append(nxt)
+        assert state in seen
+
+
+def test_claims_and_stage_results(settings) -> None:
     store = RequestStore(settings)
     assert store.create("r1", "m", {"name": "m"}, "manual")
     assert not store.create("r1", "m", {"name": "m"}, "manual")
 
-    assert store.claim("r1", "w1").state == "claimed"
-    assert store.claim("r1", "w2").state == "busy"  # w1 is alive
-    store.update("r1", "w1", status="succeeded", version="4", result={"version": "4"})
-    done = store.claim("r1", "w2")
-    assert done.state == "done" and done.row.result == {"version": "4"}
+    claim = store.claim_training("r1", "w1")
+    assert claim.state == "claimed" and claim.lease is not None and claim.lease.token == 1
+    assert store.claim_training("r1", "w2").state == "busy"  # w1 is alive
+    store.advance(claim.lease, State.REGISTERING)
+    store.note(claim.lease, version="4")
+    store.advance(claim.lease, State.TRAINED, result={"version": "4"})
+    row = store.get("r1")
+    assert row.status == "trained" and row.owner is None and row.version == "4"
+
+    assert store.claim_training("r1", "w2").state == "done"  # trained: never trained twice
+    export = store.claim_export("r1", "e1")
+    assert export.state == "claimed" and export.lease.token == 2
+    assert store.claim_export("r1", "e2").state == "busy"
+    store.advance(export.lease, State.SUCCEEDED, result={"version": "4", "status": "promoted"})
+    done = store.claim_training("r1", "w3")
+    assert done.state == "done" and done.row.result["status"] == "promoted"
+    assert store.claim_export("r1", "e3").state == "done"
 
 
-def test_a_silent_worker_is_taken_over(settings, monkeypatch) -> None:
-    monkeypatch.setenv("MODELYARD_STALE_AFTER_SECONDS", "0.3")
-    from modelyard.platform.settings import Settings
-
-    store = RequestStore(Settings())
+def test_a_lost_claim_is_reported_never_silently_ignored(settings, monkeypatch) -> None:
+    store = stale_store(monkeypatch, "0.3")
     store.create("r2", "m", {}, "manual")
-    assert store.claim("r2", "w1").state == "claimed"
-    assert store.abandoned() == []
-    time.sleep(0.5)
-    assert [r.request_id for r in store.abandoned()] == ["r2"]
-    taken = store.claim("r2", "w2")
+    first = store.claim_training("r2", "w1").lease
+    time.sleep(0.5)  # w1 froze past stale_after
+    taken = store.claim_training("r2", "w2")
     assert taken.state == "claimed" and taken.row.owner == "w2" and taken.row.attempts == 2
-    store.update("r2", "w1", status="failed")  # the old owner can no longer write
-    assert store.get("r2").status == "running"
+    assert taken.lease.token == first.token + 1
+
+    for write in (
+        lambda: store.advance(first, State.REGISTERING),
+        lambda: store.note(first, version="9"),
+        lambda: store.fail(first, "r2", "w1 gives up"),
+        lambda: store.release(first, "transient", store.get("r2").updated_at),
+        lambda: store.ensure(first),
+    ):
+        with pytest.raises(ClaimLost, match="lease 1 of w1 was taken over"):
+            write()
+    assert not store.beat(first)
+    row = store.get("r2")
+    assert (row.status, row.owner, row.version, row.error) == ("training", "w2", None, None)
 
 
-def test_heartbeat_keeps_a_claim_alive(settings, monkeypatch) -> None:
-    monkeypatch.setenv("MODELYARD_STALE_AFTER_SECONDS", "0.5")
-    from modelyard.platform.settings import Settings
-
-    store = RequestStore(Settings())
+def test_a_held_lease_refuses_a_transition_the_machine_lacks(settings) -> None:
+    store = RequestStore(settings)
     store.create("r3", "m", {}, "manual")
-    store.claim("r3", "w1")
-    with store.heartbeat("r3", "w1", every=0.1):
+    lease = store.claim_training("r3", "w1").lease
+    with pytest.raises(IllegalTransition):
+        store.advance(lease, State.SUCCEEDED)  # training cannot skip export
+    assert store.get("r3").status == "training"
+
+
+def test_heartbeat_keeps_a_claim_and_reports_its_loss(settings, monkeypatch) -> None:
+    store = stale_store(monkeypatch, "0.5")
+    store.create("r4", "m", {}, "manual")
+    lease = store.claim_training("r4", "w1").lease
+    with store.heartbeat(lease, every=0.1) as lost:
         time.sleep(1.0)
-        assert store.claim("r3", "w2").state == "busy"
+        assert store.claim_training("r4", "w2").state == "busy"
+        assert not lost.is_set()
+    time.sleep(0.7)
+    other = store.claim_training("r4", "w2").lease
+    with store.heartbeat(lease, every=0.1) as lost:
+        assert lost.wait(2), "the old holder's heartbeat never noticed the takeover"
+    assert store.get("r4").lease == other.token
+
+
+def test_concurrent_claims_give_one_lease(settings) -> None:
+    store = RequestStore(settings)
+    store.create("r5", "m", {}, "manual")
+    results: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        results.append(store.claim_training("r5", f"w{i}").state)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["busy"] * 7 + ["claimed"]
+
+
+def test_release_and_fail(settings) -> None:
+    store = RequestStore(settings)
+    store.create("r6", "m", {}, "manual")
+    lease = store.claim_training("r6", "w1").lease
+    store.release(lease, "MLflow is down", store.get("r6").updated_at)
+    row = store.get("r6")
+    assert (row.status, row.owner, row.error) == ("queued", None, "MLflow is down")
+    assert store.fail(None, "r6", "bad dataset")  # a waiting request fails without a lease
+    assert store.get("r6").status == "failed"
+    assert store.claim_training("r6", "w2").state == "failed"
+    assert not store.fail(None, "r6", "again")
 
 
 def test_schema_head_constant_matches_the_migrations() -> None:

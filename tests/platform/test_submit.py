@@ -45,9 +45,15 @@ def test_follow_reads_each_task_once_per_poll(settings, monkeypatch: pytest.Monk
     store = RequestStore(settings)
     store.create("r-1", "m", {}, "manual")
 
-    def finish() -> None:
+    from modelyard.platform.store.states import State
+
+    def finish() -> None:  # the request goes through both stages, as workers would move it
         time.sleep(1.0)
-        store.update("r-1", None, status="succeeded", result={"version": "1", "status": "promoted"})
+        lease = store.claim_training("r-1", "w").lease
+        store.advance(lease, State.REGISTERING)
+        store.advance(lease, State.TRAINED, version="1")
+        lease = store.claim_export("r-1", "e").lease
+        store.advance(lease, State.SUCCEEDED, result={"version": "1", "status": "promoted"})
 
     threading.Thread(target=finish, daemon=True).start()
     assert follow(settings, "r-1", quiet=True, timeout=30) == {"version": "1", "status": "promoted"}

@@ -234,6 +234,50 @@ def history(name: str, as_json: JsonOpt = False) -> None:
 
 
 @cli.command()
+def requests(
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only these states (repeatable): queued, training, registering, trained, exporting, "
+            "succeeded, failed; `unfinished` for every non-final one."
+        ),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model's requests.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Training requests with their state, owner, attempts and last error (what the reconciler drives)."""
+    from modelyard.platform.cli.views import request_rows
+    from modelyard.platform.store.states import FINAL, State
+
+    wanted: set[State] = set()
+    for s in state or []:
+        if s == "unfinished":
+            wanted |= {x for x in State if x not in FINAL}
+        elif s in {x.value for x in State}:
+            wanted.add(State(s))
+        else:
+            names = ", ".join([x.value for x in State] + ["unfinished"])
+            raise ModelyardError(f"unknown state '{s}' (states: {names}).")
+    rows = request_rows(_platform().requests.find(sorted(wanted), model, limit))
+    if as_json:
+        return _print_json(rows)
+    table = Table("request", "model", "state", "version", "owner", "attempts", "updated", "last error")
+    for r in rows:
+        table.add_row(
+            r["request_id"][:24],
+            r["model"],
+            r["state"],
+            r["version"] or "-",
+            r["owner"] or "-",
+            f"{r['attempts']}+{r['export_attempts']}",
+            r["updated"],
+            (r["error"] or "-")[:80],
+        )
+    out.print(table if rows else "no training requests" + (" in these states" if wanted else " yet"))
+
+
+@cli.command()
 def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated: train, export, monitor.")] = "train",
     concurrency: Annotated[int | None, typer.Option(help="Processes (train: 1 per GPU).")] = None,

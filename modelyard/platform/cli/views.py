@@ -21,6 +21,9 @@ KIND_STYLE = {
     "alias_removed": "yellow",
     "registered": "blue",
     "training_resumed": "magenta",
+    "stale_worker_stopped": "magenta",
+    "duplicate_archived": "yellow",
+    "request_failed": "red",
 }
 
 
@@ -49,6 +52,27 @@ def version_rows(audit: AuditLog, name: str) -> list[dict[str, Any]]:
             "parent_version": v.parent_version,
         }
         for v in found
+    ]
+
+
+def request_rows(rows: list[Any]) -> list[dict[str, Any]]:
+    """Training requests as `modelyard requests` shows them (rows of store.db.TrainingRequest)."""
+    return [
+        {
+            "request_id": r.request_id,
+            "model": r.model,
+            "state": r.status,
+            "trigger": r.trigger,
+            "version": r.version,
+            "owner": r.owner,
+            "lease": r.lease,
+            "attempts": r.attempts,
+            "export_attempts": r.export_attempts,
+            "heartbeat": r.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S") if r.heartbeat_at else None,
+            "updated": r.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "error": r.error,
+        }
+        for r in rows
     ]
 
 

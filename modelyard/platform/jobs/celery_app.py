@@ -16,6 +16,7 @@ from modelyard.platform.settings import Settings
 QUEUES = ("train", "train-all", "export", "monitor")
 TRAIN_TASK = "modelyard.train"
 EXPORT_TASK = "modelyard.export"
+RECONCILE_TASK = "modelyard.monitor.reconcile"  # on the monitor queue, beside the drift checks
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -68,7 +69,13 @@ def create_app(settings: Settings | None = None) -> Celery:
         },
         worker_hijack_root_logger=False,
         beat_schedule_filename=str(settings.run_folder / "beat-schedule"),
-        beat_schedule={},
+        beat_schedule={
+            "reconcile-requests": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.reconcile_seconds,
+                "options": {"expires": settings.reconcile_seconds},  # a backlog of passes is one pass
+            }
+        },
     )
     return app
 

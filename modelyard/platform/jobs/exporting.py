@@ -20,7 +20,8 @@ from modelyard.platform.registry.gate import GateDecision
 from modelyard.platform.registry.mlflow_store import MlflowRegistry, mlflow_errors
 from modelyard.platform.registry.promotion import gate
 from modelyard.platform.store.audit import EventRecord
-from modelyard.platform.store.requests import worker_name
+from modelyard.platform.store.requests import Claim, ClaimLost, worker_name
+from modelyard.platform.store.states import State
 
 EXPORT_TAG = f"{TAG_PREFIX}export"
 
@@ -143,42 +144,54 @@ def _load_model(info: VersionInfo) -> Any:
         raise ExportError(f"the model artifact of {info.name}/{info.version} is corrupt ({first}).") from None
 
 
-class ExportBusy(Exception):
-    """Another worker is exporting this request right now."""
+def claim_export(platform: Platform, request_id: str) -> Claim:
+    """Try to take a trained request's export stage. Cheap: no TensorFlow, no MLflow."""
+    return platform.requests.claim_export(request_id, worker_name())
 
 
-def finish_request(platform: Platform, name: str, version: str, request_id: str) -> dict[str, Any]:
+def finish_request(
+    platform: Platform, request_id: str, claim: Claim | None = None, retry_in: float | None = 0.0
+) -> dict[str, Any]:
+    """Export a trained request's version, gate it (promoting it if it passes), record the final result.
+
+    A failed export is a gate rejection (the version cannot be served); anything else
+    that goes wrong fails the request with its reason, or, if transient, gives the claim
+    back with its retry due in `retry_in` seconds (None: the last retry, so fail).
+    """
+    from modelyard.platform.jobs.training import end_attempt, stale_answer, unclaimed_answer
+
     store, settings = platform.requests, platform.settings
-    owner = worker_name()
-    claim = store.take_export(request_id, owner)
-    if claim.state == "done":
-        return {**(claim.row.result or {}), "duplicate": True}
-    if claim.state != "claimed":
-        raise ExportBusy(request_id)
-    result = dict(claim.row.result or {})
+    claim = claim or claim_export(platform, request_id)
+    if claim.lease is None:
+        return unclaimed_answer(claim)
+    lease, row = claim.lease, claim.row
+    name, version = row.model, str(row.version)
+    result = dict(row.result or {})
     try:
-        with store.heartbeat(request_id, owner, settings.heartbeat_seconds):
+        with store.heartbeat(lease, settings.heartbeat_seconds) as lost:
             try:
-                result["export"] = export_version(platform, name, version, owner, request_id=request_id)
+                result["export"] = export_version(platform, name, version, lease.owner, request_id=request_id)
                 export_problem = None if result["export"]["deployable"] else "no variant meets any target's budget"
-            except TransientError:
-                raise
             except ModelyardError as err:
+                if isinstance(err, TransientError):
+                    raise
                 result["export"] = {"error": str(err)}
                 export_problem = str(err)
-            decision = gate(platform.lifecycle, name, version, request_id, export_problem)
-    except TransientError:
-        store.hand_over(request_id, owner)
+            if lost.is_set():
+                raise ClaimLost(lease, store.get(request_id))
+            decision = gate(platform.lifecycle, name, version, request_id, export_problem, lease, settings.run_folder)
+        result["gate"] = decision.as_dict()
+        result["status"] = _status(decision, bool(row.spec.get("gate", {}).get("require_approval")))
+        store.advance(lease, State.SUCCEEDED, result=result, error=None)
+    except ClaimLost as err:  # taken over while frozen: the new owner carries the request
+        return stale_answer(platform, name, lease, err)
+    except BaseException as err:
+        end_attempt(platform, name, lease, err, retry_in, "export")
         raise
-    result["gate"] = decision.as_dict() if decision else None
-    result["status"] = _status(decision, bool(claim.row.spec.get("gate", {}).get("require_approval")))
-    store.update(request_id, owner, status="succeeded", result=result)
     return result
 
 
-def _status(decision: GateDecision | None, require_approval: bool) -> str:
-    if decision is None:
-        return "gated_before"
+def _status(decision: GateDecision, require_approval: bool) -> str:
     if not decision.passed:
         return "rejected"
     return "awaiting_approval" if require_approval else "promoted"

@@ -29,10 +29,12 @@ def submit_training(
     overrides: dict[str, Any] | None = None,
 ) -> Submitted:
     """Validate the request, the spec, its export block and a local dataset here, record the request, queue it."""
-    from modelyard.platform.jobs.celery_app import create_app, send_training
+    from modelyard.platform.jobs.celery_app import create_app
     from modelyard.platform.jobs.exporting import export_spec_of
+    from modelyard.platform.jobs.outbox import wake
     from modelyard.platform.store.audit import AuditLog, EventRecord
     from modelyard.platform.store.requests import RequestStore
+    from modelyard.platform.store.states import State
     from modelyard.trainers.datasets import load_dataset
     from modelyard.trainers.spec import load_spec, parse_spec
 
@@ -47,11 +49,15 @@ def submit_training(
             load_dataset(spec.dataset)
         except DatasetError as err:
             store.create(request_id, spec.name, payload.spec, trigger)
-            store.update(request_id, None, status="failed", error=str(err))
-            AuditLog(settings).record(EventRecord(spec.name, "training_failed", str(err), "cli", request_id=request_id))
+            if store.fail(None, request_id, str(err)):
+                AuditLog(settings).record(
+                    EventRecord(spec.name, "training_failed", str(err), "cli", request_id=request_id)
+                )
             raise
-    new = store.create(request_id, spec.name, payload.spec, trigger)
-    send_training(create_app(settings), payload.model_dump())
+    new = store.create(request_id, spec.name, payload.spec, trigger)  # first the row: the source of truth
+    row = store.get(request_id)
+    if row is not None and not State(row.status).final:  # then its wake-up (a known request: harmless)
+        wake(create_app(settings), settings, store, row)
     return Submitted(request_id, spec.name, new)
 
 
@@ -110,21 +116,20 @@ def follow(
     with Progress(*columns, disable=quiet, transient=True) as bar:
         task = bar.add_task("queued", total=None, logs="")
         while True:
-            state, info = read_task(train)
-            if state == "FAILURE":
-                raise _as_user_error(info)
-            if state == "SUCCESS" and until == "trained":
-                return dict(info)
+            # The platform database says where the request is; the tasks only add progress.
             row = store.get(request_id)
-            status = row.status if row else "queued"
+            status = row.status if row else None
             if status == "succeeded" and row is not None:
                 return dict(row.result or {})
             if status == "failed" and row is not None:
                 raise ModelyardError(row.error or f"request {request_id} failed.")
-            if status == "exporting":
-                export_state, export_info = read_task(export)
-                if export_state == "FAILURE":
-                    raise _as_user_error(export_info)
+            if until == "trained" and status in ("trained", "exporting") and row is not None:
+                return dict(row.result or {})
+            state, info = read_task(train)
+            if state == "FAILURE" and row is None:  # refused before it was recorded (a bad message)
+                raise _as_user_error(info)
+            if status in ("trained", "exporting"):
+                export_state, _ = read_task(export)
                 bar.update(task, description="exporting to ONNX and gating", logs="")
                 _hint(bar, waiting_since, said, "export", export_state == "PENDING", EXPORT_HINT)
             elif state == "PROGRESS" and isinstance(info, dict):

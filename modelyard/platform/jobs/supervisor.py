@@ -1,7 +1,7 @@
 """`modelyard up`: workers for every queue and beat, restarted when they die, stopped on Ctrl-C.
 
-Also the flags each queue's worker needs, and the recovery of trainings whose worker
-died on a filesystem queue (which, unlike Redis, has no visibility timeout).
+Also the flags each queue's worker needs. On start it runs the reconciler once
+(jobs/reconcile.py); beat runs it every `reconcile_seconds` after that.
 """
 
 from __future__ import annotations
@@ -77,22 +77,12 @@ def prepare_stores(settings: Settings) -> None:
     MlflowClient(tracking_uri=settings.tracking_uri).search_experiments(max_results=1)
 
 
-def recover_abandoned(settings: Settings) -> list[str]:
-    """Queue again the trainings whose worker stopped beating; the request id keeps it to one version."""
-    from modelyard.platform.jobs.celery_app import EXPORT_TASK, create_app, send_training
-    from modelyard.platform.jobs.training import TrainRequest
-    from modelyard.platform.store.requests import RequestStore
+def reconcile_once(settings: Settings) -> list[str]:
+    """One reconciler pass (jobs/reconcile.py), as lines to print; beat runs the next ones."""
+    from modelyard.platform.context import Platform
+    from modelyard.platform.jobs.reconcile import reconcile
 
-    rows = RequestStore(settings).abandoned()
-    app = create_app(settings)
-    for row in rows:
-        if row.status == "exporting":  # trained and registered; its export worker died
-            export = {"name": row.model, "version": row.version, "request_id": row.request_id}
-            app.send_task(EXPORT_TASK, args=[export], task_id=f"{row.request_id}:export")
-            continue
-        payload = TrainRequest(request_id=row.request_id, spec=row.spec, trigger=row.trigger)  # type: ignore[arg-type]
-        send_training(app, payload.model_dump())
-    return [r.request_id for r in rows]
+    return [f"{a.request_id} ({a.state}): {a.action}, {a.reason}" for a in reconcile(Platform(settings))]
 
 
 @dataclass
@@ -145,7 +135,6 @@ class Supervisor:
             *([Child("export+monitor", worker_argv(settings, ["export", "monitor"], 2))] if "export" in only else []),
             *([Child("beat", beat)] if "beat" in only else []),
         ]
-        self.sweeps = "beat" in only  # one sweeper of abandoned trainings, beside the one beat
 
     @property
     def pidfile(self) -> Path:
@@ -156,6 +145,13 @@ class Supervisor:
         if running_supervisor(self.settings):
             raise ModelyardError(f"`modelyard up` already runs for {self.settings.root} (pid file {self.pidfile}).")
         self.pidfile.write_text(str(os.getpid()))
+        try:  # what was left unfinished when the platform stopped
+            for line in reconcile_once(self.settings):
+                self.console.print(f"reconciler: {line}")
+        except Exception as err:  # the broker is down: beat's passes will catch up
+            from modelyard.platform.faults import describe
+
+            self.console.print(f"[yellow]reconciler: {describe(err)}[/yellow]")
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         logs = self.settings.root / "logs"
@@ -164,12 +160,7 @@ class Supervisor:
             for child in self.children:
                 self._start(child, logs)
             self.console.print(f"modelyard up ({self.settings.mode} mode): logs in {logs}; Ctrl-C stops")
-            last_recovery = 0.0
             while not self.stopping:
-                if self.sweeps and time.monotonic() - last_recovery > 30:
-                    last_recovery = time.monotonic()
-                    for rid in recover_abandoned(self.settings):
-                        self.console.print(f"requeued abandoned training {rid}")
                 for child in self.children:
                     died = child.proc and child.proc.poll() is not None and not self.stopping
                     if died and not self._restart(child, logs):

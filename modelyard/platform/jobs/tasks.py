@@ -13,8 +13,10 @@ from pydantic import ValidationError
 
 from modelyard.errors import SpecError, TransientError
 from modelyard.platform.context import Platform
-from modelyard.platform.jobs.celery_app import EXPORT_TASK, TRAIN_TASK, app
+from modelyard.platform.jobs.celery_app import EXPORT_TASK, RECONCILE_TASK, TRAIN_TASK, app
+from modelyard.platform.jobs.outbox import broker_epoch
 from modelyard.platform.settings import Settings
+from modelyard.platform.store.states import State
 
 
 @worker_init.connect
@@ -64,10 +66,27 @@ def backoff(retries: int, base: float = 5.0, cap: float = 300.0) -> float:
     return min(cap, base * 2**retries)
 
 
+def _retry_claim(task: Task, err: Exception, what: str, platform: Platform, request_id: str) -> Exception:
+    """The request could not be claimed.
+
+    Transient (the platform database is down): nothing records this delivery but the
+    message itself, so it is never acknowledged as done; it is retried with backoff for as
+    long as the failure lasts. Permanent (a spec that no longer parses): the request fails
+    with the reason, if it was waiting, so nothing re-publishes it forever.
+    """
+    from modelyard.platform.faults import as_transient, describe, is_transient
+
+    if is_transient(err):
+        return task.retry(exc=as_transient(err, what), countdown=backoff(task.request.retries), max_retries=None)
+    with suppress(Exception):
+        platform.requests.fail(None, request_id, describe(err))
+    return err
+
+
 @app.task(bind=True, name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
-    """Train, register, gate. TensorFlow is imported in here, in the worker's child."""
-    from modelyard.platform.jobs.training import Busy, TrainRequest, run_training
+    """Claim, then (only with the claim) import TensorFlow and train, register, hand over to export."""
+    from modelyard.platform.jobs.training import TrainRequest, claim_training, run_training, unclaimed_answer
 
     try:
         request = TrainRequest.model_validate(payload)
@@ -75,6 +94,13 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         first = err.errors()[0]
         raise SpecError(f"bad training request: field '{'.'.join(map(str, first['loc']))}': {first['msg']}.") from None
     settings = Settings()
+    platform = Platform(settings)
+    try:
+        claim = claim_training(platform, request)
+    except Exception as err:
+        raise _retry_claim(self, err, f"claim request {request.request_id}", platform, request.request_id) from None
+    if claim.lease is None:
+        return unclaimed_answer(claim)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines drown the worker log
     t = time.perf_counter()
     import tensorflow  # noqa: F401 - timed apart: benchmarks exclude it, as they exclude it for plain Keras
@@ -85,18 +111,20 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         self.update_state(state="PROGRESS", meta={"request_id": request.request_id, **info})
 
     def enqueue_export(name: str, version: str, request_id: str) -> None:
-        export.apply_async(
-            args=[{"name": name, "version": version, "request_id": request_id}], task_id=f"{request_id}:export"
-        )
+        from modelyard.platform.jobs.outbox import send_export
 
+        # the epoch is read first: a broker lost after this read makes the row look unsent
+        epoch = broker_epoch(self.app, settings)
+        send_export(self.app, name, version, request_id)
+        platform.requests.mark_published(request_id, State.TRAINED, epoch)
+
+    retry_in = None if self.request.retries >= settings.max_retries else backoff(self.request.retries)
     try:
-        result = run_training(Platform(settings), request, progress, enqueue_export)
-    except Busy as busy:
-        raise self.retry(countdown=busy.retry_in, max_retries=None) from None
+        result = run_training(platform, request, progress, enqueue_export, claim, retry_in)
     except TransientError as err:
-        if self.request.retries >= settings.max_retries:
+        if retry_in is None:
             raise
-        raise self.retry(exc=err, countdown=backoff(self.request.retries)) from None
+        raise self.retry(exc=err, countdown=retry_in, max_retries=None) from None
     result.setdefault("timings", {})["tensorflow_import_s"] = import_s
     return result
 
@@ -104,7 +132,8 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
 @app.task(bind=True, name=EXPORT_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def export(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     """Export a version to ONNX; for a training request, then gate it and record the final result."""
-    from modelyard.platform.jobs.exporting import ExportBusy, export_version, finish_request
+    from modelyard.platform.jobs.exporting import claim_export, export_version, finish_request
+    from modelyard.platform.jobs.training import unclaimed_answer
 
     name, version = str(payload.get("name", "")), str(payload.get("version", ""))
     if not name or not version.isdigit():
@@ -112,13 +141,32 @@ def export(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     settings = Settings()
     platform = Platform(settings)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    retry_in = None if self.request.retries >= settings.max_retries else backoff(self.request.retries)
+    if payload.get("request_id"):
+        request_id = str(payload["request_id"])
+        try:
+            claim = claim_export(platform, request_id)
+        except Exception as err:
+            raise _retry_claim(self, err, f"claim the export of request {request_id}", platform, request_id) from None
+        if claim.lease is None:
+            return unclaimed_answer(claim)
+        try:
+            return finish_request(platform, request_id, claim, retry_in)
+        except TransientError as err:
+            if retry_in is None:
+                raise
+            raise self.retry(exc=err, countdown=retry_in, max_retries=None) from None
     try:
-        if payload.get("request_id"):
-            return finish_request(platform, name, version, str(payload["request_id"]))
         return export_version(platform, name, version, str(payload.get("actor") or "cli"), payload.get("targets"))
-    except ExportBusy:
-        raise self.retry(countdown=settings.heartbeat_seconds, max_retries=None) from None
     except TransientError as err:
-        if self.request.retries >= settings.max_retries:
+        if retry_in is None:
             raise
-        raise self.retry(exc=err, countdown=backoff(self.request.retries)) from None
+        raise self.retry(exc=err, countdown=retry_in, max_retries=None) from None
+
+
+@app.task(bind=True, name=RECONCILE_TASK, ignore_result=True)
+def reconcile(self: Task) -> list[dict[str, str]]:
+    """Beat's periodic pass: drive every request nobody drives (jobs/reconcile.py)."""
+    from modelyard.platform.jobs.reconcile import reconcile as run
+
+    return [a.as_dict() for a in run(Platform(Settings()), self.app)]

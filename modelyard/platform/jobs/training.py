@@ -2,24 +2,33 @@
 
 Called by the `modelyard.train` Celery task, and directly by tests and benchmarks.
 Idempotent on the request id: a redelivered request resumes where the last attempt
-stopped and never registers a second version.
+stopped. Every write is fenced by the attempt's lease (store/requests.py): a worker that
+was paused while another took over stops at its next epoch or write and registers
+nothing; if it registered anyway (paused inside the registry call), the version first
+registered for the request wins and the other is archived.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from threading import Event
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from modelyard.errors import ModelyardError, TransientError
+from modelyard.errors import ModelyardError
 from modelyard.platform.context import Platform
+from modelyard.platform.faults import as_transient, describe, failpoint, is_transient
 from modelyard.platform.registry.base import TAG_PREFIX, VersionInfo
 from modelyard.platform.registry.mlflow_store import MlflowRegistry
 from modelyard.platform.store.audit import EventRecord
-from modelyard.platform.store.requests import worker_name
+from modelyard.platform.store.db import utcnow
+from modelyard.platform.store.requests import Claim, ClaimLost, Lease, worker_name
+from modelyard.platform.store.states import State
 from modelyard.trainers.spec import TrainSpec, parse_spec
 
 Progress = Callable[[dict[str, Any]], None]
@@ -34,12 +43,24 @@ class TrainRequest(BaseModel):
     actor: str = "cli"
 
 
-class Busy(Exception):
-    """Another worker is training this request right now; try again later."""
+def claim_training(platform: Platform, request: TrainRequest) -> Claim:
+    """Record the request (if new) and try to take its training stage. Cheap: no TensorFlow."""
+    spec = parse_spec(request.spec, f"of request {request.request_id}")
+    store = platform.requests
+    store.create(request.request_id, spec.name, request.spec, request.trigger, request.parent_version)
+    return store.claim_training(request.request_id, worker_name())
 
-    def __init__(self, request_id: str, owner: str | None, retry_in: float) -> None:
-        super().__init__(f"request {request_id} is being trained by {owner}")
-        self.retry_in = retry_in
+
+def unclaimed_answer(claim: Claim) -> dict[str, Any]:
+    """What a delivery that did not get the claim answers: the result, or who holds it."""
+    row = claim.row
+    if claim.state == "failed":
+        raise ModelyardError(row.error or f"request {row.request_id} failed.")
+    if claim.state == "done":
+        return {**(row.result or {}), "duplicate": True}
+    # Busy: a live worker holds the lease. This message is dropped; if that worker dies,
+    # the reconciler sends a new one (once per lease), so nothing piles up meanwhile.
+    return {"request_id": row.request_id, "busy": True, "state": row.status, "owner": row.owner}
 
 
 def run_training(
@@ -47,85 +68,144 @@ def run_training(
     request: TrainRequest,
     progress: Progress | None = None,
     enqueue_export: ExportEnqueuer | None = None,
+    claim: Claim | None = None,
+    retry_in: float | None = 0.0,
 ) -> dict[str, Any]:
-    """Claim, train, log, register as challenger, then hand the version to the export queue.
+    """Claim (unless claimed), train, log, register as challenger, then hand over to the export stage.
 
     The export task exports it, runs the gate and records the request's final result.
     Without `enqueue_export` (tests, benchmarks), the export and gate run here.
+    A transient failure gives the claim back with its retry due in `retry_in` seconds and
+    raises TransientError; with `retry_in=None` (the last retry) it fails the request.
     """
-    report = progress or (lambda _info: None)
+    claim = claim or claim_training(platform, request)
+    if claim.lease is None:
+        return unclaimed_answer(claim)
+    lease, row = claim.lease, claim.row
+    request = TrainRequest(  # the platform database is the source of truth, not the message
+        request_id=row.request_id,
+        spec=row.spec,
+        trigger=row.trigger,  # type: ignore[arg-type]
+        parent_version=row.parent_version,
+    )
     spec = parse_spec(request.spec, f"of request {request.request_id}")
+    report = progress or (lambda _info: None)
     settings, store, audit = platform.settings, platform.requests, platform.audit
-    store.create(request.request_id, spec.name, request.spec, request.trigger)
-    owner = worker_name()
-    claim = store.claim(request.request_id, owner)
-    if claim.state == "done":
-        return {**(claim.row.result or {}), "duplicate": True}
-    if claim.state == "failed":
-        raise ModelyardError(f"request {request.request_id} failed before: {claim.row.error}")
-    if claim.state == "busy":
-        raise Busy(request.request_id, claim.row.owner, retry_in=settings.heartbeat_seconds)
-    if claim.row.attempts > 1:
-        reason = f"attempt {claim.row.attempts}: the previous worker stopped before finishing; this one takes over"
-        audit.record(EventRecord(spec.name, "training_resumed", reason, owner, request_id=request.request_id))
+    rid, owner = request.request_id, lease.owner
+    if row.attempts > 1:
+        reason = f"attempt {row.attempts}: the previous worker stopped before finishing; this one takes over"
+        audit.record(EventRecord(spec.name, "training_resumed", reason, owner, request_id=rid))
     try:
-        with store.heartbeat(request.request_id, owner, settings.heartbeat_seconds):
-            result = _train_and_register_once(platform, request, spec, owner, report)
-    except TransientError:
-        store.release(request.request_id, owner)
+        with store.heartbeat(lease, settings.heartbeat_seconds) as lost:
+            result = _train_and_register_once(platform, request, spec, lease, report, lost)
+        store.advance(lease, State.TRAINED, result=result, published_at=None)  # hand over to the export stage
+    except ClaimLost as err:  # taken over while frozen: the new owner carries the request
+        return stale_answer(platform, spec.name, lease, err)
+    except BaseException as err:
+        end_attempt(platform, spec.name, lease, err, retry_in, "training")
         raise
-    except ModelyardError as err:
-        store.update(request.request_id, owner, status="failed", error=str(err))
-        audit.record(EventRecord(spec.name, "training_failed", str(err), owner, request_id=request.request_id))
-        raise
-    except BaseException as err:  # a bug or a time limit: record it, keep the message for the user
-        message = f"training failed unexpectedly: {type(err).__name__}: {err}"
-        store.update(request.request_id, owner, status="failed", error=message)
-        audit.record(EventRecord(spec.name, "training_failed", message, owner, request_id=request.request_id))
-        raise
-    store.hand_over(request.request_id, owner, status="exporting", result=result)
+    failpoint("after-handover", settings.run_folder)
     if enqueue_export is None:
         from modelyard.platform.jobs.exporting import finish_request
 
-        return finish_request(platform, spec.name, result["version"], request.request_id)
-    enqueue_export(spec.name, result["version"], request.request_id)
+        return finish_request(platform, rid)
+    enqueue_export(spec.name, result["version"], rid)
     return result
 
 
+def stale_answer(platform: Platform, model: str, lease: Lease, err: ClaimLost) -> dict[str, Any]:
+    """Record that a worker whose lease was taken over stopped; its message is done with."""
+    platform.audit.record(
+        EventRecord(model, "stale_worker_stopped", str(err), lease.owner, request_id=lease.request_id)
+    )
+    return {"request_id": lease.request_id, "stale": True, "reason": str(err)}
+
+
+def end_attempt(
+    platform: Platform, model: str, lease: Lease, err: BaseException, retry_in: float | None, stage: str
+) -> None:
+    """After an attempt raised: give the claim back (transient), fail the request (permanent),
+    or, when the lease was lost, only record that this worker stopped."""
+    store, audit = platform.requests, platform.audit
+    rid, owner = lease.request_id, lease.owner
+    if isinstance(err, ClaimLost):
+        stale_answer(platform, model, lease, err)
+        return
+    if is_transient(err) and retry_in is not None:
+        message = f"{describe(as_transient(err, stage))} Retrying in {retry_in:.0f} s."
+        with suppress(ClaimLost):
+            store.release(lease, message, utcnow() + dt.timedelta(seconds=retry_in))
+        return
+    if is_transient(err):
+        message = f"{stage} gave up after MODELYARD_MAX_RETRIES retries: {as_transient(err, stage)}"
+    elif isinstance(err, ModelyardError):
+        message = str(err)
+    else:
+        message = f"{stage} {describe(err)}"
+    try:
+        store.fail(lease, rid, message)
+    except ClaimLost as lost:
+        audit.record(EventRecord(model, "stale_worker_stopped", str(lost), owner, request_id=rid))
+        return
+    kind = "training_failed" if stage == "training" else "request_failed"
+    audit.record(EventRecord(model, kind, message, owner, request_id=rid))
+
+
 def _train_and_register_once(
-    platform: Platform, request: TrainRequest, spec: TrainSpec, owner: str, report: Progress
+    platform: Platform, request: TrainRequest, spec: TrainSpec, lease: Lease, report: Progress, lost: Event
 ) -> dict[str, Any]:
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    registry, audit, lifecycle = platform.registry, platform.audit, platform.lifecycle
-    existing = _registered_before(registry, spec.name, request.request_id)
+    existing = _registered_before(platform.registry, spec.name, request.request_id)
     if existing is None:
-        version, run_id, metrics = _train_and_register(platform, request, spec, owner, report, timings)
+        version, run_id, metrics = _train_and_register(platform, request, spec, lease, report, timings, lost)
     else:  # a previous attempt registered it, then died
-        version, run_id = existing.version, existing.run_id or ""
-        metrics = {k.removeprefix("test_"): v for k, v in registry.run_metrics(run_id).items() if k.startswith("test_")}
-        if not any(e.to_version == version for e in audit.history(spec.name, ("registered",))):
-            evidence = {
-                "metrics": metrics,
-                "run_id": run_id,
-                "trigger": request.trigger,
-                "parent_version": request.parent_version,
-                "dataset_sha256": existing.tags.get(f"{TAG_PREFIX}dataset_sha256"),
-            }
-            lifecycle.make_challenger(
-                spec.name, version, owner, "registered by a resumed attempt", evidence, request.request_id
-            )
+        version, run_id, metrics = _adopt(platform, request, spec, lease, existing, "registered by a resumed attempt")
     timings["total_s"] = time.perf_counter() - started
     return {
         "request_id": request.request_id,
         "model": spec.name,
         "version": version,
         "run_id": run_id,
-        "status": "exporting",
+        "status": "trained",
         "metrics": metrics,
         "timings": timings,
         "duplicate": False,
     }
+
+
+def _adopt(
+    platform: Platform, request: TrainRequest, spec: TrainSpec, lease: Lease, info: VersionInfo, reason: str
+) -> tuple[str, str, dict[str, float]]:
+    """Take over a version registered for this request by another attempt: record it, make it challenger."""
+    registry, audit, store = platform.registry, platform.audit, platform.requests
+    version, run_id = info.version, info.run_id or ""
+    store.note(lease, version=version, run_id=run_id)
+    metrics = {k.removeprefix("test_"): v for k, v in registry.run_metrics(run_id).items() if k.startswith("test_")}
+    if not any(e.to_version == version for e in audit.history(spec.name, ("registered",))):
+        evidence = {
+            "metrics": metrics,
+            "run_id": run_id,
+            "trigger": request.trigger,
+            "parent_version": request.parent_version,
+            "dataset_sha256": info.tags.get(f"{TAG_PREFIX}dataset_sha256"),
+        }
+        platform.lifecycle.make_challenger(spec.name, version, lease.owner, reason, evidence, request.request_id, lease)
+    return version, run_id, metrics
+
+
+def _archive_duplicate(platform: Platform, name: str, loser: str, winner: str, lease: Lease) -> None:
+    """A second version registered for one request (a stale worker raced): mark it, never serve it."""
+    registry = platform.registry
+    for key, value in (
+        (f"{TAG_PREFIX}duplicate_of", winner),
+        (f"{TAG_PREFIX}deployable", "false"),
+        (f"{TAG_PREFIX}archived", "true"),
+    ):
+        registry.set_version_tag(name, loser, key, value)
+    reason = f"v{loser} was registered for request {lease.request_id}, which v{winner} already holds: archived"
+    event = EventRecord(name, "duplicate_archived", reason, lease.owner, None, winner, loser, {}, lease.request_id)
+    platform.audit.record(event)
 
 
 def _registered_before(registry: MlflowRegistry, name: str, request_id: str) -> VersionInfo | None:
@@ -141,9 +221,10 @@ def _train_and_register(
     platform: Platform,
     request: TrainRequest,
     spec: TrainSpec,
-    owner: str,
+    lease: Lease,
     report: Progress,
     timings: dict[str, float],
+    lost: Event,
 ) -> tuple[str, str, dict[str, float]]:
     import mlflow
 
@@ -157,7 +238,12 @@ def _train_and_register(
     n_outputs = len(ds.classes) if ds.task == "classification" else 1
     timings["load_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    store = platform.requests
+    store, owner = platform.requests, lease.owner
+
+    def stop_if_lost() -> None:
+        if lost.is_set():  # the heartbeat found the lease taken over: stop now, write nothing
+            raise ClaimLost(lease, store.get(request.request_id))
+
     experiment = tracking.experiment_for(platform.settings, spec.name)
     with mlflow.start_run(experiment_id=experiment, run_name=f"{spec.name}-{request.request_id[:8]}") as run:
         mlflow.set_tags(
@@ -169,12 +255,13 @@ def _train_and_register(
         )
         mlflow.log_params(tracking.flat_params(spec))
         tracking.log_datasets(ds, split, spec.name)
-        store.update(request.request_id, owner, run_id=run.info.run_id)
+        store.note(lease, run_id=run.info.run_id)
 
         client, run_id = platform.registry.client, run.info.run_id
         epochs = tracking.EpochLogger(client, run_id)
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            stop_if_lost()
             epochs.log(epoch, logs)  # off the training loop
             report({"stage": "training", "epoch": epoch, "epochs": spec.epochs, "logs": logs})
 
@@ -214,9 +301,15 @@ def _train_and_register(
             f"{TAG_PREFIX}device": result.device.device,
             f"{TAG_PREFIX}beats_baseline": str(beats),
         }
-        store.update(request.request_id, owner, status="registering")
+        stop_if_lost()
+        store.advance(lease, State.REGISTERING)  # fenced: a worker that lost its claim registers nothing
         version = tracking.register(model_uri, spec.name, tags)
-        store.update(request.request_id, owner, version=version)
+        first = _registered_before(platform.registry, spec.name, request.request_id)
+        if first is not None and first.version != version:  # a stale attempt registered first: it wins
+            _archive_duplicate(platform, spec.name, version, first.version, lease)
+            timings["register_s"] = time.perf_counter() - t
+            return _adopt(platform, request, spec, lease, first, "registered by an earlier attempt")
+        store.note(lease, version=version)
         evidence = {
             "metrics": evaluation.metrics,
             "baseline": base[0],
@@ -228,7 +321,7 @@ def _train_and_register(
             "parent_version": request.parent_version,
         }
         platform.lifecycle.make_challenger(
-            spec.name, version, owner, f"trained ({request.trigger})", evidence, request.request_id
+            spec.name, version, owner, f"trained ({request.trigger})", evidence, request.request_id, lease
         )
         timings["register_s"] = time.perf_counter() - t
     return version, run.info.run_id, evaluation.metrics

@@ -1,61 +1,100 @@
-"""Alias transitions (challenger, champion, previous), each one written to the audit log."""
+"""Alias transitions (challenger, champion, previous), serialized per model, each one written to the audit log."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, Literal
 
-from modelyard.errors import LifecycleError
+from modelyard.errors import LifecycleError, NotFoundError
+from modelyard.platform.faults import failpoint
 from modelyard.platform.registry.base import TAG_PREFIX, Registry, VersionInfo
 from modelyard.platform.store.audit import AuditLog, EventRecord
+from modelyard.platform.store.requests import Lease
+
+Moves = list[tuple[str, str | None]]  # (alias, version), or (alias, None) to remove it
+
+
+class ChampionMoved(LifecycleError):
+    """The champion changed while a decision about it was being made: judge again."""
 
 
 class Lifecycle:
+    """Alias moves of a model, one at a time: each reads the aliases the platform database
+    holds, applies the moves to the registry and records them in the same transaction.
+
+    The platform database is the source of truth for aliases; the registry follows it.
+    A crash between the registry write and the commit leaves the database unchanged, and
+    the next move (or the retry) writes the registry again from the database's view.
+    """
+
     def __init__(self, registry: Registry, audit: AuditLog) -> None:
         self.registry = registry
         self.audit = audit
 
+    def aliases(self, name: str) -> dict[str, str]:
+        return self.audit.aliases(name).get(name, {})
+
     def _move(
         self,
         name: str,
-        moves: list[tuple[str, str | None]],
+        plan: Callable[[dict[str, str]], Moves],
+        actor: str,
+        reason: str,
+        evidence: dict[str, Any] | Callable[[dict[str, str]], dict[str, Any]],
+        request_id: str | None = None,
+        extra: tuple[EventRecord, ...] = (),
+        fence: Lease | None = None,
+        run_folder: Path | None = None,
+    ) -> list[EventRecord]:
+        """Plan moves from the current aliases and apply them, all or none, under the model's lock."""
+        with self.audit.moving(name, fence) as tx:
+            current = tx.aliases()
+            moves = plan(current)
+            proof = evidence(current) if callable(evidence) else evidence
+            events, written = [], []
+            try:
+                for alias, version in moves:
+                    old = current.get(alias)
+                    written.append(alias)
+                    if version is None:
+                        with suppress(NotFoundError):  # already gone from the registry
+                            self.registry.delete_alias(name, alias)
+                    else:
+                        self.registry.set_alias(name, alias, version)  # again, even if unchanged: resyncs
+                    if old != version:
+                        kind = "alias_removed" if version is None else "alias_set"
+                        events.append(EventRecord(name, kind, reason, actor, alias, old, version, proof, request_id))
+                if run_folder is not None:
+                    failpoint("before-alias-commit", run_folder)
+                tx.record(*extra, *events)
+            except BaseException:
+                for alias in written:  # put the registry back as the database still has it
+                    with suppress(Exception):
+                        if alias in current:
+                            self.registry.set_alias(name, alias, current[alias])
+                        else:
+                            self.registry.delete_alias(name, alias)
+                raise
+        return events
+
+    def make_challenger(
+        self,
+        name: str,
+        version: str,
         actor: str,
         reason: str,
         evidence: dict[str, Any],
         request_id: str | None = None,
-        extra: tuple[EventRecord, ...] = (),
-    ) -> list[EventRecord]:
-        """Apply alias moves (alias -> version, or None to remove); restore them all if one fails."""
-        before = {alias: self.registry.get_alias(name, alias) for alias, _ in moves}
-        events, done = [], []
-        try:
-            for alias, version in moves:
-                current = before[alias]
-                old = current.version if current else None
-                if old == version:
-                    continue
-                if version is None:
-                    self.registry.delete_alias(name, alias)
-                else:
-                    self.registry.set_alias(name, alias, version)
-                done.append(alias)
-                kind = "alias_removed" if version is None else "alias_set"
-                events.append(EventRecord(name, kind, reason, actor, alias, old, version, evidence, request_id))
-            self.audit.record(*extra, *events)
-        except Exception:
-            for alias in done:  # put the registry back as it was
-                old_info = before[alias]
-                if old_info is None:
-                    self.registry.delete_alias(name, alias)
-                else:
-                    self.registry.set_alias(name, alias, old_info.version)
-            raise
-        return events
-
-    def make_challenger(
-        self, name: str, version: str, actor: str, reason: str, evidence: dict[str, Any], request_id: str | None = None
+        fence: Lease | None = None,
     ) -> None:
         registered = EventRecord(name, "registered", reason, actor, None, None, version, evidence, request_id)
-        self._move(name, [("challenger", version)], actor, "newest candidate", {}, request_id, (registered,))
+
+        def plan(current: dict[str, str]) -> Moves:
+            return [("challenger", version)]
+
+        self._move(name, plan, actor, "newest candidate", {}, request_id, (registered,), fence)
 
     def promote(
         self,
@@ -66,38 +105,61 @@ class Lifecycle:
         evidence: dict[str, Any] | None = None,
         request_id: str | None = None,
         force: bool = False,
+        expect_champion: str | Literal["any"] | None = "any",
+        extra: tuple[EventRecord, ...] = (),
+        fence: Lease | None = None,
+        run_folder: Path | None = None,
     ) -> list[EventRecord]:
-        """version becomes champion; the old champion becomes previous. An undeployable version needs force."""
-        evidence = self._deployable_or_forced(self.registry.get_version(name, version), force, evidence or {})
-        champion = self.registry.get_alias(name, "champion")
-        if champion is not None and champion.version == version:
-            raise LifecycleError(f"version {version} of '{name}' is already champion.")
-        challenger = self.registry.get_alias(name, "challenger")
-        moves: list[tuple[str, str | None]] = []
-        if champion is not None:
-            moves.append(("previous", champion.version))
-        moves.append(("champion", version))
-        if challenger is not None and challenger.version == version:
-            moves.append(("challenger", None))
-        return self._move(name, moves, actor, reason, evidence, request_id)
+        """version becomes champion; the old champion becomes previous. An undeployable version needs force.
+
+        `expect_champion`: the champion a decision was made against (None: there was none);
+        if another version is champion by the time the lock is held, ChampionMoved.
+        """
+        checked = self._deployable_or_forced(self.registry.get_version(name, version), force, evidence or {})
+
+        def plan(current: dict[str, str]) -> Moves:
+            champion = current.get("champion")
+            if expect_champion != "any" and champion != expect_champion:
+                raise ChampionMoved(
+                    f"the champion of '{name}' moved to v{champion} while v{version} was judged against "
+                    f"{'v' + expect_champion if expect_champion else 'no champion'}."
+                )
+            if champion == version:
+                raise LifecycleError(f"version {version} of '{name}' is already champion.")
+            moves: Moves = [("previous", champion)] if champion is not None else []
+            moves.append(("champion", version))
+            if current.get("challenger") == version:
+                moves.append(("challenger", None))
+            return moves
+
+        return self._move(name, plan, actor, reason, checked, request_id, extra, fence, run_folder)
 
     def rollback(
         self, name: str, actor: str, reason: str, to_version: str | None = None, force: bool = False
     ) -> list[EventRecord]:
         """Champion goes back to `previous` (or a named version); previous is cleared."""
-        champion = self.registry.get_alias(name, "champion")
-        if to_version is None:
-            target = self.registry.get_alias(name, "previous")
-            if target is None:
-                raise LifecycleError(f"model '{name}' has no previous version to roll back to; name one with --to.")
-        else:
-            target = self.registry.get_version(name, to_version)
-        if champion is not None and champion.version == target.version:
-            raise LifecycleError(f"version {target.version} of '{name}' is already champion.")
-        evidence = self._deployable_or_forced(
-            target, force, {"rolled_back_from": champion.version if champion else None}
-        )
-        return self._move(name, [("champion", target.version), ("previous", None)], actor, reason, evidence)
+        named = None if to_version is None else self.registry.get_version(name, to_version)
+        if named is None:
+            self.registry.get_alias(name, "champion")  # an unknown model: NotFoundError, said as such
+        targets: dict[str, VersionInfo] = {}
+
+        def plan(current: dict[str, str]) -> Moves:
+            champion = current.get("champion")
+            if named is None:
+                if "previous" not in current:
+                    raise LifecycleError(f"model '{name}' has no previous version to roll back to; name one with --to.")
+                target = self.registry.get_version(name, current["previous"])
+            else:
+                target = named
+            if champion == target.version:
+                raise LifecycleError(f"version {target.version} of '{name}' is already champion.")
+            targets["target"] = target
+            return [("champion", target.version), ("previous", None)]
+
+        def proof(current: dict[str, str]) -> dict[str, Any]:
+            return self._deployable_or_forced(targets["target"], force, {"rolled_back_from": current.get("champion")})
+
+        return self._move(name, plan, actor, reason, proof, fence=None)
 
     @staticmethod
     def _deployable_or_forced(info: VersionInfo, force: bool, evidence: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from modelyard.errors import NotFoundError, RegistryError, TransientError
+from modelyard.errors import ModelyardError, NotFoundError, RegistryError, TransientError
 from modelyard.platform.registry.base import ModelSummary, Registry, VersionInfo
 
 T = TypeVar("T")
@@ -14,31 +14,24 @@ T = TypeVar("T")
 
 @contextmanager
 def mlflow_errors(what: str) -> Iterator[None]:
-    """Turn MLflow's exceptions into ours: missing things, retryable outages, the rest."""
+    """Turn MLflow's exceptions into ours: missing things, retryable outages (by type: faults.py), the rest."""
     from mlflow.exceptions import MlflowException
+
+    from modelyard.platform.faults import is_transient
 
     try:
         yield
-    except MlflowException as err:
-        code = getattr(err, "error_code", "")
-        text = str(err).splitlines()[0] if str(err) else code
-        if code == "RESOURCE_DOES_NOT_EXIST":
-            raise NotFoundError(f"{what}: not found in the registry.") from None
-        if _is_transient(err):
-            raise TransientError(f"{what}: MLflow is unreachable or busy ({text}).") from err
-        raise RegistryError(f"{what}: {text}") from err
-    except (ConnectionError, OSError) as err:
-        raise TransientError(f"{what}: MLflow is unreachable ({err}).") from err
-    except Exception as err:
-        if _is_transient(err):
-            raise TransientError(f"{what}: MLflow's store is busy ({err}).") from err
+    except ModelyardError:
         raise
-
-
-def _is_transient(err: BaseException) -> bool:
-    text = f"{type(err).__name__} {err}".lower()
-    markers = ("connection", "timed out", "timeout", "database is locked", "temporarily", "503", "502", "429")
-    return any(m in text for m in markers)
+    except Exception as err:
+        text = (str(err).splitlines() or [type(err).__name__])[0][:300]
+        if is_transient(err):
+            raise TransientError(f"{what}: MLflow is unreachable or busy ({text}).") from err
+        if not isinstance(err, MlflowException):
+            raise
+        if getattr(err, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            raise NotFoundError(f"{what}: not found in the registry.") from None
+        raise RegistryError(f"{what}: {text}") from err
 
 
 class MlflowRegistry(Registry):

@@ -6,14 +6,21 @@ transaction, so the platform database answers "which versions, which aliases" on
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.db import Alias, Event, ModelVersion, ensure_schema, session_factory, utcnow
+
+if TYPE_CHECKING:
+    from modelyard.platform.store.requests import Lease
 
 
 @dataclass
@@ -34,6 +41,36 @@ class AuditLog:
         url = settings.platform_database_url
         ensure_schema(url, settings.run_folder)
         self._sessions = session_factory(url)
+        self._locks = settings.run_folder / "locks"
+        self._sqlite = url.startswith("sqlite")
+
+    @contextmanager
+    def moving(self, model: str, fence: Lease | None = None) -> Iterator[AliasMove]:
+        """One alias move of one model at a time, its audit rows written in the same transaction.
+
+        Movers of the same model wait for each other: a PostgreSQL advisory lock (many
+        machines) or a file lock (embedded mode, one machine). With a fence, the lease is
+        checked and held (its row locked) for the whole move: a worker that lost its claim
+        moves nothing.
+        """
+        from modelyard.platform.store.requests import hold_lease
+
+        with self._file_lock(model), self._sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(model)})
+            if fence is not None:
+                hold_lease(session, fence)
+            yield AliasMove(session, model)
+
+    @contextmanager
+    def _file_lock(self, model: str) -> Iterator[None]:
+        if not self._sqlite:
+            yield
+            return
+        self._locks.mkdir(parents=True, exist_ok=True)
+        with open(self._locks / f"aliases-{_lock_key(model)}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def record(self, *events: EventRecord) -> None:
         """Write the events and their projections in one transaction: all of them or none."""
@@ -79,6 +116,32 @@ class AuditLog:
             if latest.get(model) is None or int(version) > int(latest[model] or 0):
                 latest[model] = version
         return dict(sorted(latest.items()))
+
+
+class AliasMove:
+    """Inside `AuditLog.moving`: the model's aliases as the platform last moved them, and the recorder."""
+
+    def __init__(self, session: Session, model: str) -> None:
+        self._session, self.model = session, model
+
+    def aliases(self) -> dict[str, str]:
+        rows = self._session.scalars(select(Alias).where(Alias.model == self.model))
+        return {a.alias: a.version for a in rows}
+
+    def history(self, kinds: tuple[str, ...]) -> list[Event]:
+        query = select(Event).where(Event.model == self.model, Event.kind.in_(kinds)).order_by(Event.id)
+        return list(self._session.scalars(query))
+
+    def record(self, *events: EventRecord) -> None:
+        self._session.add_all(Event(**vars(e)) for e in events)
+        self._session.flush()
+        for e in events:
+            _project(self._session, e)
+
+
+def _lock_key(model: str) -> int:
+    """A stable 63-bit key per model name (PostgreSQL advisory locks take a bigint)."""
+    return int.from_bytes(hashlib.sha256(model.encode()).digest()[:8], "big") >> 1
 
 
 def _project(session: Session, e: EventRecord) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_eng
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0002"  # the newest migration; a test keeps it equal to Alembic's head
+SCHEMA_HEAD = "0003"  # the newest migration; a test keeps it equal to Alembic's head
 
 
 def utcnow() -> dt.datetime:
@@ -73,19 +73,29 @@ class Alias(Base):
 
 
 class TrainingRequest(Base):
+    """One training request and where it stands (store/states.py has its states and transitions)."""
+
     __tablename__ = "training_requests"
 
     request_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     model: Mapped[str] = mapped_column(String(200), index=True)
-    status: Mapped[str] = mapped_column(String(20))  # queued running registering succeeded failed
+    status: Mapped[str] = mapped_column(String(20), index=True)  # a states.State
     trigger: Mapped[str] = mapped_column(String(20), default="manual")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     version: Mapped[str | None] = mapped_column(String(20))
     run_id: Mapped[str | None] = mapped_column(String(64))
     owner: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims by train workers
+    export_attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims by export workers
+    lease: Mapped[int] = mapped_column(Integer, default=0)  # the fencing token: grows on every claim
+    parent_version: Mapped[str | None] = mapped_column(String(20))
+    # The outbox: when the current stage's message was sent (or a retry is due), under which
+    # broker epoch, and which lease the reconciler last re-published.
+    published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    broker_epoch: Mapped[str | None] = mapped_column(String(64))
+    republished_lease: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)  # the last error: a final failure's reason, or a retried one
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -1,8 +1,11 @@
-"""Training requests: one row per request id, so a redelivered task never trains twice.
+"""Training requests: one row per request id, moved only by fenced compare-and-set transitions.
 
-A worker claims a request before training and keeps a heartbeat while it runs. A
-second delivery of the same request finds it done (and returns the result), busy
-(and retries later), or abandoned (heartbeat stale: the worker died) and takes over.
+A worker claims a stage (training, exporting) and gets a lease: a fencing token that
+grows on every claim. Every write it makes afterwards names that lease; when another
+worker has taken the request over (the first one paused past `stale_after_seconds`),
+the write matches no row and raises `ClaimLost`, so a stale worker learns it before it
+registers, moves an alias or records a result. The states and their transitions are in
+states.py; the reconciler (jobs/reconcile.py) drives the rows nobody drives.
 """
 
 from __future__ import annotations
@@ -11,21 +14,45 @@ import datetime as dt
 import os
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from modelyard.errors import ModelyardError
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.db import TrainingRequest, ensure_schema, session_factory, utcnow
+from modelyard.platform.store.states import FINAL, OWNED, WAITING, IllegalTransition, State, check, sources_of
 
 
 def worker_name() -> str:
     """Who holds a claim: host and process."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim on one stage of one request; `token` fences every later write."""
+
+    request_id: str
+    token: int
+    owner: str
+
+
+class ClaimLost(ModelyardError):
+    """This worker's lease was taken over: it must stop without writing anything more."""
+
+    def __init__(self, lease: Lease, row: TrainingRequest | None) -> None:
+        now = "gone" if row is None else f"{row.status} under lease {row.lease} of {row.owner or 'nobody'}"
+        super().__init__(
+            f"request {lease.request_id}: lease {lease.token} of {lease.owner} was taken over (now {now}); "
+            "this worker stops without writing."
+        )
+        self.lease = lease
 
 
 ClaimState = Literal["claimed", "busy", "done", "failed"]
@@ -35,6 +62,28 @@ ClaimState = Literal["claimed", "busy", "done", "failed"]
 class Claim:
     state: ClaimState
     row: TrainingRequest
+    lease: Lease | None = None
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE matched (a conditional UPDATE that matches none is no error: callers check)."""
+    return int(result.rowcount)
+
+
+def hold_lease(session: Session, lease: Lease) -> None:
+    """Inside a caller's transaction: check the lease and hold its row until the transaction ends.
+
+    A write, not a read: it takes the row lock (PostgreSQL) or the write lock (SQLite), so
+    no claim can take the request over before the caller commits. ClaimLost when not held.
+    """
+    changed = session.execute(
+        update(TrainingRequest)
+        .where(TrainingRequest.request_id == lease.request_id, TrainingRequest.lease == lease.token)
+        .where(TrainingRequest.status.in_(list(OWNED)))
+        .values(heartbeat_at=utcnow())
+    )
+    if rowcount(changed) != 1:
+        raise ClaimLost(lease, session.get(TrainingRequest, lease.request_id))
 
 
 class RequestStore:
@@ -44,112 +93,255 @@ class RequestStore:
         self._sessions = session_factory(url)
         self.stale_after = dt.timedelta(seconds=settings.stale_after_seconds)
 
-    def create(self, request_id: str, model: str, spec: dict[str, Any], trigger: str) -> bool:
-        """Record a request as queued; False when the id is known already."""
+    # --- reading -------------------------------------------------------------------------
+
+    def get(self, request_id: str) -> TrainingRequest | None:
+        with self._sessions() as session:
+            return session.get(TrainingRequest, request_id)
+
+    def find(
+        self, states: Iterable[State] = (), model: str | None = None, limit: int | None = 200
+    ) -> list[TrainingRequest]:
+        """Requests, newest first; only these states and this model when given."""
+        query = select(TrainingRequest).order_by(TrainingRequest.created_at.desc(), TrainingRequest.request_id)
+        if states:
+            query = query.where(TrainingRequest.status.in_([str(s) for s in states]))
+        if model is not None:
+            query = query.where(TrainingRequest.model == model)
+        with self._sessions() as session:
+            return list(session.scalars(query.limit(limit)))
+
+    def unfinished(self) -> list[TrainingRequest]:
+        """Every request not in a final state: what the reconciler looks at."""
+        return self.find([s for s in State if s not in FINAL], limit=None)
+
+    def is_stale(self, row: TrainingRequest, now: dt.datetime | None = None) -> bool:
+        beat = row.heartbeat_at
+        if beat is None:
+            return True
+        if beat.tzinfo is None:  # SQLite hands back naive datetimes
+            beat = beat.replace(tzinfo=dt.UTC)
+        return beat < (now or utcnow()) - self.stale_after
+
+    # --- creating and claiming ---------------------------------------------------------
+
+    def create(
+        self, request_id: str, model: str, spec: dict[str, Any], trigger: str, parent_version: str | None = None
+    ) -> bool:
+        """Record a request as queued (its message not yet sent); False when the id is known already."""
         try:
             with self._sessions.begin() as session:
                 session.add(
                     TrainingRequest(
-                        request_id=request_id, model=model, status="queued", trigger=trigger, spec=spec, attempts=0
+                        request_id=request_id,
+                        model=model,
+                        status=State.QUEUED,
+                        trigger=trigger,
+                        spec=spec,
+                        parent_version=parent_version,
+                        attempts=0,
+                        export_attempts=0,
+                        lease=0,
                     )
                 )
             return True
         except IntegrityError:
             return False
 
-    def get(self, request_id: str) -> TrainingRequest | None:
-        with self._sessions() as session:
-            return session.get(TrainingRequest, request_id)
+    def claim_training(self, request_id: str, owner: str) -> Claim:
+        """Take the training stage: a queued request, or one whose training worker stopped beating."""
+        stale = TrainingRequest.status.in_((State.TRAINING, State.REGISTERING))
+        return self._claim(request_id, owner, State.QUEUED, stale, State.TRAINING, TrainingRequest.attempts)
 
-    def claim(self, request_id: str, owner: str) -> Claim:
+    def claim_export(self, request_id: str, owner: str) -> Claim:
+        """Take the export stage: a trained request, or one whose export worker stopped beating."""
+        stale = TrainingRequest.status == State.EXPORTING
+        return self._claim(request_id, owner, State.TRAINED, stale, State.EXPORTING, TrainingRequest.export_attempts)
+
+    def _claim(self, request_id: str, owner: str, waiting: State, stale: Any, target: State, counter: Any) -> Claim:
         now = utcnow()
-        cutoff = now - self.stale_after
         with self._sessions.begin() as session:
-            taken = session.execute(
+            token = session.execute(
                 update(TrainingRequest)
                 .where(TrainingRequest.request_id == request_id)
                 .where(
                     or_(
-                        TrainingRequest.status == "queued",
-                        TrainingRequest.status.in_(("running", "registering"))
-                        & (TrainingRequest.heartbeat_at < cutoff),
+                        TrainingRequest.status == waiting,
+                        and_(stale, TrainingRequest.heartbeat_at < now - self.stale_after),
                     )
                 )
                 .values(
-                    status="running",
+                    status=target,
                     owner=owner,
+                    lease=TrainingRequest.lease + 1,
                     heartbeat_at=now,
-                    attempts=TrainingRequest.attempts + 1,
                     updated_at=now,
+                    **{counter.key: counter + 1},
                 )
-            ).rowcount
-        row = self.get(request_id)
-        assert row is not None, f"request {request_id} was never created"
-        if taken:
-            return Claim("claimed", row)
-        if row.status in ("exporting", "succeeded"):  # trained and registered: nothing to train again
-            return Claim("done", row)
-        if row.status == "failed":
-            return Claim("failed", row)
-        return Claim("busy", row)
-
-    def update(self, request_id: str, holder: str | None, **values: Any) -> None:
-        """Change a request this holder owns (None: a request nobody has claimed)."""
-        owned = TrainingRequest.owner.is_(None) if holder is None else TrainingRequest.owner == holder
-        with self._sessions.begin() as session:
-            session.execute(
-                update(TrainingRequest)
-                .where(TrainingRequest.request_id == request_id, owned)
-                .values(updated_at=utcnow(), **values)
-            )
-
-    def hand_over(self, request_id: str, owner: str, **values: Any) -> None:
-        """Finish this owner's stage: the row is free for the next stage's worker to take."""
-        self.update(request_id, owner, owner=None, heartbeat_at=utcnow(), **values)
-
-    def take_export(self, request_id: str, owner: str) -> Claim:
-        """The export stage of a trained request: free, or held by a worker that stopped beating."""
-        now = utcnow()
-        with self._sessions.begin() as session:
-            taken = session.execute(
-                update(TrainingRequest)
-                .where(TrainingRequest.request_id == request_id, TrainingRequest.status == "exporting")
-                .where(or_(TrainingRequest.owner.is_(None), TrainingRequest.heartbeat_at < now - self.stale_after))
-                .values(owner=owner, heartbeat_at=now, updated_at=now)
-            ).rowcount
+                .returning(TrainingRequest.lease)
+            ).scalar()
         row = self.get(request_id)
         if row is None:
-            raise KeyError(request_id)
-        if taken:
-            return Claim("claimed", row)
-        return Claim("done" if row.status == "succeeded" else "failed" if row.status == "failed" else "busy", row)
+            raise KeyError(f"request {request_id} was never recorded")
+        if token is not None:
+            return Claim("claimed", row, Lease(request_id, int(token), owner))
+        if row.status == State.FAILED:
+            return Claim("failed", row)
+        stage_done = row.status == State.SUCCEEDED or (
+            target == State.TRAINING and row.status in (State.TRAINED, State.EXPORTING)
+        )
+        return Claim("done" if stage_done else "busy", row)
 
-    def release(self, request_id: str, owner: str) -> None:
-        """Give a claim back (a transient error): the retry claims it again."""
-        self.update(request_id, owner, status="queued")
+    # --- fenced transitions --------------------------------------------------------------
+
+    def advance(self, lease: Lease, target: State, **values: Any) -> None:
+        """Move a request this lease holds to `target` (a compare-and-set); ClaimLost when it is not held."""
+        sources = [s for s in sources_of(target) if s in OWNED]
+        if not sources:
+            raise IllegalTransition(f"no owned state leads to {target}")
+        if not target.owned:
+            values.setdefault("owner", None)
+        now = utcnow()
+        with self._sessions.begin() as session:
+            changed = session.execute(
+                update(TrainingRequest)
+                .where(
+                    TrainingRequest.request_id == lease.request_id,
+                    TrainingRequest.lease == lease.token,
+                    TrainingRequest.status.in_(sources),
+                )
+                .values(status=target, updated_at=now, heartbeat_at=now, **values)
+            ).rowcount
+        if changed != 1:
+            row = self.get(lease.request_id)
+            if row is not None and row.lease == lease.token and State(row.status).owned:
+                check(State(row.status), target)  # held, but this transition does not exist: a bug
+            raise ClaimLost(lease, row)
+
+    def release(self, lease: Lease, error: str, retry_at: dt.datetime) -> None:
+        """Give a stage back after a transient error: waiting again, with its retry due at `retry_at`."""
+        row = self.get(lease.request_id)
+        back = State.TRAINED if row is not None and row.status == State.EXPORTING else State.QUEUED
+        self.advance(lease, back, error=error, published_at=retry_at)
+
+    def fail(self, lease: Lease | None, request_id: str, reason: str) -> bool:
+        """End a request as failed: one this lease holds, or (no lease) one waiting for a worker.
+
+        False when a waiting request was claimed meanwhile (its new owner decides); ClaimLost
+        when the lease was taken over.
+        """
+        if lease is not None:
+            self.advance(lease, State.FAILED, error=reason)
+            return True
+        with self._sessions.begin() as session:
+            return (
+                session.execute(
+                    update(TrainingRequest)
+                    .where(TrainingRequest.request_id == request_id, TrainingRequest.status.in_(list(WAITING)))
+                    .values(status=State.FAILED, owner=None, error=reason, updated_at=utcnow())
+                ).rowcount
+                == 1
+            )
+
+    def note(self, lease: Lease, **values: Any) -> None:
+        """Record something (run id, version) on a request this lease holds; ClaimLost otherwise."""
+        with self._sessions.begin() as session:
+            changed = session.execute(
+                update(TrainingRequest)
+                .where(TrainingRequest.request_id == lease.request_id, TrainingRequest.lease == lease.token)
+                .where(TrainingRequest.status.in_(list(OWNED)))
+                .values(updated_at=utcnow(), **values)
+            ).rowcount
+        if changed != 1:
+            raise ClaimLost(lease, self.get(lease.request_id))
+
+    def ensure(self, lease: Lease) -> None:
+        """Raise ClaimLost unless this lease still holds its request."""
+        with self._sessions.begin() as session:
+            hold_lease(session, lease)
+
+    def beat(self, lease: Lease) -> bool:
+        """Say the holder is alive; False when the lease is no longer held."""
+        with self._sessions.begin() as session:
+            return (
+                session.execute(
+                    update(TrainingRequest)
+                    .where(TrainingRequest.request_id == lease.request_id, TrainingRequest.lease == lease.token)
+                    .where(TrainingRequest.status.in_(list(OWNED)))
+                    .values(heartbeat_at=utcnow())
+                ).rowcount
+                == 1
+            )
 
     @contextmanager
-    def heartbeat(self, request_id: str, owner: str, every: float) -> Iterator[None]:
-        stop = threading.Event()
+    def heartbeat(self, lease: Lease, every: float) -> Iterator[threading.Event]:
+        """Beat every `every` seconds while the block runs; the event is set once the lease is lost."""
+        stop, lost = threading.Event(), threading.Event()
 
-        def beat() -> None:
+        def run() -> None:
             while not stop.wait(every):
-                with suppress(Exception):  # a missed beat is harmless; the next one may succeed
-                    self.update(request_id, owner, heartbeat_at=utcnow())
+                try:
+                    if not self.beat(lease):
+                        lost.set()
+                        return
+                except Exception:  # the database is unreachable: a missed beat; the lease may go stale
+                    continue
 
-        thread = threading.Thread(target=beat, name=f"heartbeat-{request_id}", daemon=True)
+        thread = threading.Thread(target=run, name=f"heartbeat-{lease.request_id}", daemon=True)
         thread.start()
         try:
-            yield
+            yield lost
         finally:
             stop.set()
             thread.join(timeout=5)
 
-    def abandoned(self) -> list[TrainingRequest]:
-        """Requests whose worker stopped beating: on a filesystem queue their message died with it."""
-        cutoff = utcnow() - self.stale_after
-        with self._sessions() as session:
-            query = select(TrainingRequest).where(
-                TrainingRequest.status.in_(("running", "registering")), TrainingRequest.heartbeat_at < cutoff
+    # --- the outbox ----------------------------------------------------------------------
+
+    def mark_published(self, request_id: str, state: State, epoch: str, at: dt.datetime | None = None) -> bool:
+        """Record that the message waking `state`'s worker was sent under this broker epoch."""
+        with self._sessions.begin() as session:
+            return (
+                session.execute(
+                    update(TrainingRequest)
+                    .where(TrainingRequest.request_id == request_id, TrainingRequest.status == state)
+                    .values(published_at=at or utcnow(), broker_epoch=epoch)
+                ).rowcount
+                == 1
             )
-            return list(session.scalars(query))
+
+    def abandon(self, row: TrainingRequest, reason: str) -> bool:
+        """Fail a request whose worker stopped beating, if nobody took it over since `row` was read."""
+        with self._sessions.begin() as session:
+            return (
+                session.execute(
+                    update(TrainingRequest)
+                    .where(
+                        TrainingRequest.request_id == row.request_id,
+                        TrainingRequest.lease == row.lease,
+                        TrainingRequest.status == row.status,
+                        TrainingRequest.heartbeat_at < utcnow() - self.stale_after,
+                    )
+                    .values(status=State.FAILED, owner=None, error=reason, updated_at=utcnow())
+                ).rowcount
+                == 1
+            )
+
+    def take_republish(self, row: TrainingRequest) -> bool:
+        """Reserve the one re-publication a stale lease gets (compare-and-set on the lease)."""
+        with self._sessions.begin() as session:
+            return (
+                session.execute(
+                    update(TrainingRequest)
+                    .where(
+                        TrainingRequest.request_id == row.request_id,
+                        TrainingRequest.lease == row.lease,
+                        TrainingRequest.status == row.status,
+                        or_(
+                            TrainingRequest.republished_lease.is_(None),
+                            TrainingRequest.republished_lease != row.lease,
+                        ),
+                    )
+                    .values(republished_lease=row.lease, published_at=utcnow())
+                ).rowcount
+                == 1
+            )

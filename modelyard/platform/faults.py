@@ -1,0 +1,144 @@
+"""Which failures are worth retrying: decided in one place, by exception type, never by message text.
+
+A failure is *transient* when a service (the platform database, MLflow, the broker) was
+unreachable or busy: the same call may succeed later. Everything else is *permanent*:
+bad input, a refused operation, or a bug. Wrapped exceptions are judged by their chain
+(`__cause__`, `__context__`), so MLflow's "API request failed" around a refused
+connection counts as the refused connection it is.
+
+Also the failpoints the chaos tests use to kill a worker at an exact step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+from modelyard.errors import ModelyardError, TransientError
+
+# MLflow's error codes for "try again": its SQL store maps a dropped database connection
+# to TEMPORARILY_UNAVAILABLE; a rate limit is REQUEST_LIMIT_EXCEEDED.
+MLFLOW_TRANSIENT_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED"})
+SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    """The service-outage exception types of the libraries that are installed."""
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import sqlalchemy.exc as sa
+
+        found += [sa.DisconnectionError, sa.TimeoutError]
+    except ImportError:
+        pass
+    try:
+        import requests.exceptions as rq
+
+        found += [rq.ConnectionError, rq.Timeout, rq.RetryError]
+    except ImportError:
+        pass
+    try:
+        import urllib3.exceptions as u3
+
+        found += [u3.MaxRetryError, u3.NewConnectionError, u3.ProtocolError, u3.TimeoutError]
+    except ImportError:
+        pass
+    try:
+        import redis.exceptions as rd
+
+        found += [rd.ConnectionError, rd.TimeoutError, rd.BusyLoadingError]
+    except ImportError:
+        pass
+    try:
+        import kombu.exceptions as kb
+
+        found += [kb.OperationalError]
+    except ImportError:
+        pass
+    try:
+        import psycopg
+
+        found += [psycopg.OperationalError]
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _is_transient_one(err: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    if isinstance(err, TransientError):
+        return True
+    if isinstance(err, types):
+        return True
+    if type(err).__name__ == "MlflowException" and getattr(err, "error_code", "") in MLFLOW_TRANSIENT_CODES:
+        return True
+    try:
+        import sqlalchemy.exc as sa
+    except ImportError:
+        return False
+    if isinstance(err, sa.OperationalError | sa.InterfaceError):
+        if err.connection_invalidated:
+            return True
+        orig = err.orig
+        code = getattr(orig, "sqlite_errorcode", None)
+        if code is not None:  # SQLite: only a busy or locked database is worth waiting for
+            return code in SQLITE_BUSY_CODES
+        return orig is None or isinstance(orig, types) or type(orig).__module__.startswith("psycopg")
+    import sqlite3
+
+    return isinstance(err, sqlite3.OperationalError) and getattr(err, "sqlite_errorcode", None) in SQLITE_BUSY_CODES
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a failure came from a service that was down or busy (worth retrying with backoff)."""
+    types = _transient_types()
+    return any(_is_transient_one(e, types) for e in _chain(err))
+
+
+def as_transient(err: BaseException, what: str) -> TransientError:
+    """The one-sentence TransientError for a transient failure while doing `what`."""
+    if isinstance(err, TransientError):
+        return err
+    first = (str(err).splitlines() or [type(err).__name__])[0][:300]
+    return TransientError(f"{what}: a service is unreachable or busy ({type(err).__name__}: {first}).")
+
+
+def describe(err: BaseException) -> str:
+    """One sentence for a permanent failure: a user error as it is, a bug with its type."""
+    if isinstance(err, ModelyardError):
+        return str(err)
+    first = (str(err).splitlines() or [""])[0][:300]
+    return f"failed unexpectedly: {type(err).__name__}: {first}".rstrip(": ") + "."
+
+
+# --- failpoints ------------------------------------------------------------------------------
+
+FAILPOINTS_ENV = "MODELYARD_FAILPOINTS"
+
+
+def failpoint(name: str, run_folder: Path) -> None:
+    """Kill this process (SIGKILL, no cleanup) at a named step, once per home, when a test asks.
+
+    `MODELYARD_FAILPOINTS=a,b` names the steps; each fires once (a marker file under
+    run/failpoints keeps the redelivered task from dying again). Nothing happens otherwise.
+    """
+    wanted = os.environ.get(FAILPOINTS_ENV)
+    if not wanted or name not in {w.strip() for w in wanted.split(",")}:
+        return
+    marker = run_folder / "failpoints" / name
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        marker.touch(exist_ok=False)
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
