@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-$(RUNTIME)
 DEV_STAMP := $(VENV)/.installed-$(RUNTIME)-dev
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo test test-unit lint format services bench bench-export bench-read clean
+.PHONY: install install-dev demo test test-unit lint format services bench bench-export bench-read bench-duplicates clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,9 @@ bench-export: install-dev
 
 bench-read: install-dev
 	$(BIN)/python bench/read_commands.py
+
+bench-duplicates: install-dev
+	$(BIN)/python bench/duplicate_delivery.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -64,6 +64,22 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def fresh_pg() -> Iterator[str]:
+    """A PostgreSQL database of this test's own: a reconciler here sees no other test's requests."""
+    import psycopg
+
+    if not _reachable("127.0.0.1", 5432):
+        pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432: run scripts/services.sh")
+    name = f"modelyard_chaos_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow server` on its own PostgreSQL database, artifacts proxied to a folder."""
@@ -177,6 +193,38 @@ def start_worker(tmp_path: Path) -> Iterator:
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def start_up(tmp_path: Path) -> Iterator:
+    """Start `modelyard up` (workers, beat, the reconciler) with the given environment; stopped after the test."""
+    started: list[Worker] = []
+
+    def start(env: dict[str, str], *only: str) -> Worker:
+        log = tmp_path / f"up-{len(started)}.log"
+        out = open(log, "wb")  # noqa: SIM115 - the supervisor writes it until the fixture stops it
+        full_env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+        args = [a for part in only for a in ("--only", part)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelyard.platform.cli.main", "up", *args],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=PROJECT,
+        )
+        up = Worker(proc, log)
+        started.append(up)
+        deadline = time.monotonic() + 60
+        while "modelyard up (" not in up.text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"modelyard up did not start: {up.text()[-3000:]}")
+            time.sleep(0.2)
+        return up
+
+    yield start
+    for up in started:
+        up.stop()
 
 
 def env_of(settings) -> dict[str, str]:

@@ -76,35 +76,3 @@ def test_train_registers_promotes_and_dedups_on_redis(server_settings, start_wor
     kinds = [e.kind for e in AuditLog(server_settings).history(name)]
     assert kinds[:4] == ["registered", "alias_set", "exported", "gate_passed"]
     assert "alias_set" in kinds[4:]
-
-
-def test_worker_killed_mid_epoch_is_redelivered_and_registers_once(
-    server_settings, start_worker, tmp_path: Path
-) -> None:
-    from celery.result import AsyncResult
-
-    from modelyard.platform.jobs.celery_app import create_app
-    from modelyard.platform.jobs.submit import follow, submit_training
-    from modelyard.platform.registry.mlflow_store import MlflowRegistry
-    from modelyard.platform.store.audit import AuditLog
-
-    name = f"kill-{uuid.uuid4().hex[:6]}"
-    spec = write_spec(tmp_path, tiny_spec(name, epochs=25, early_stopping_patience=0))
-    doomed = start_worker(env_of(server_settings))
-    submitted = submit_training(server_settings, spec, "req-kill-" + name)
-    progress = AsyncResult(submitted.request_id, app=create_app(server_settings))
-    deadline = time.monotonic() + 180
-    while not (progress.state == "PROGRESS" and (progress.info or {}).get("epoch", 0) >= 2):
-        assert time.monotonic() < deadline, f"training never reached epoch 2: {doomed.text()[-2000:]}"
-        time.sleep(0.1)
-
-    doomed.kill()
-    start_worker(env_of(server_settings))
-    start_worker(env_of(server_settings), "export")
-    result = follow(server_settings, submitted.request_id, quiet=True, timeout=300)
-
-    assert result["version"] == "1"
-    assert [v.version for v in MlflowRegistry(server_settings.tracking_uri).list_versions(name)] == ["1"]
-    kinds = [e.kind for e in AuditLog(server_settings).history(name)]
-    assert "training_resumed" in kinds
-    assert kinds.count("registered") == 1

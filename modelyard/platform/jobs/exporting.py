@@ -186,8 +186,10 @@ def finish_request(
     except ClaimLost as err:  # taken over while frozen: the new owner carries the request
         return stale_answer(platform, name, lease, err)
     except BaseException as err:
-        end_attempt(platform, name, lease, err, retry_in, "export")
-        raise
+        failure = end_attempt(platform, name, lease, err, retry_in, "export")
+        if failure is err:
+            raise
+        raise failure from err
     return result
 
 

@@ -122,6 +122,9 @@ def follow(
             if status == "succeeded" and row is not None:
                 return dict(row.result or {})
             if status == "failed" and row is not None:
+                state, info = read_task(train)  # the task's own error keeps its type (DatasetError, ...)
+                if state == "FAILURE" and isinstance(info, ModelyardError) and str(info) == row.error:
+                    raise info
                 raise ModelyardError(row.error or f"request {request_id} failed.")
             if until == "trained" and status in ("trained", "exporting") and row is not None:
                 return dict(row.result or {})

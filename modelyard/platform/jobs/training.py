@@ -102,8 +102,10 @@ def run_training(
     except ClaimLost as err:  # taken over while frozen: the new owner carries the request
         return stale_answer(platform, spec.name, lease, err)
     except BaseException as err:
-        end_attempt(platform, spec.name, lease, err, retry_in, "training")
-        raise
+        failure = end_attempt(platform, spec.name, lease, err, retry_in, "training")
+        if failure is err:
+            raise
+        raise failure from err
     failpoint("after-handover", settings.run_folder)
     if enqueue_export is None:
         from modelyard.platform.jobs.exporting import finish_request
@@ -123,21 +125,25 @@ def stale_answer(platform: Platform, model: str, lease: Lease, err: ClaimLost) -
 
 def end_attempt(
     platform: Platform, model: str, lease: Lease, err: BaseException, retry_in: float | None, stage: str
-) -> None:
+) -> BaseException:
     """After an attempt raised: give the claim back (transient), fail the request (permanent),
-    or, when the lease was lost, only record that this worker stopped."""
+    or, when the lease was lost, only record that this worker stopped. Returns what to raise:
+    a TransientError for a retry (whatever the library raised), else the error itself."""
     store, audit = platform.requests, platform.audit
     rid, owner = lease.request_id, lease.owner
     if isinstance(err, ClaimLost):
         stale_answer(platform, model, lease, err)
-        return
+        return err
     if is_transient(err) and retry_in is not None:
-        message = f"{describe(as_transient(err, stage))} Retrying in {retry_in:.0f} s."
+        transient = as_transient(err, stage)
         with suppress(ClaimLost):
-            store.release(lease, message, utcnow() + dt.timedelta(seconds=retry_in))
-        return
+            store.release(
+                lease, f"{transient} Retrying in {retry_in:.0f} s.", utcnow() + dt.timedelta(seconds=retry_in)
+            )
+        return transient
     if is_transient(err):
         message = f"{stage} gave up after MODELYARD_MAX_RETRIES retries: {as_transient(err, stage)}"
+        err = ModelyardError(message)
     elif isinstance(err, ModelyardError):
         message = str(err)
     else:
@@ -146,9 +152,10 @@ def end_attempt(
         store.fail(lease, rid, message)
     except ClaimLost as lost:
         audit.record(EventRecord(model, "stale_worker_stopped", str(lost), owner, request_id=rid))
-        return
+        return err
     kind = "training_failed" if stage == "training" else "request_failed"
     audit.record(EventRecord(model, kind, message, owner, request_id=rid))
+    return err
 
 
 def _train_and_register_once(
