@@ -21,7 +21,7 @@ from modelyard.errors import ModelyardError, TransientError
 # MLflow's error codes for "try again": its SQL store maps a dropped database connection
 # to TEMPORARILY_UNAVAILABLE; a rate limit is REQUEST_LIMIT_EXCEEDED.
 MLFLOW_TRANSIENT_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED"})
-SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (primary codes: extended ones & 0xFF)
 
 
 def _chain(err: BaseException) -> Iterator[BaseException]:
@@ -30,7 +30,8 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        # `raise ... from None` cuts the chain: what was handled there is not this error's cause
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
 
 
 def _transient_types() -> tuple[type[BaseException], ...]:
@@ -92,11 +93,12 @@ def _is_transient_one(err: BaseException, types: tuple[type[BaseException], ...]
         orig = err.orig
         code = getattr(orig, "sqlite_errorcode", None)
         if code is not None:  # SQLite: only a busy or locked database is worth waiting for
-            return code in SQLITE_BUSY_CODES
+            return code & 0xFF in SQLITE_BUSY_CODES
         return orig is None or isinstance(orig, types) or type(orig).__module__.startswith("psycopg")
     import sqlite3
 
-    return isinstance(err, sqlite3.OperationalError) and getattr(err, "sqlite_errorcode", None) in SQLITE_BUSY_CODES
+    code = getattr(err, "sqlite_errorcode", None)
+    return isinstance(err, sqlite3.OperationalError) and code is not None and code & 0xFF in SQLITE_BUSY_CODES
 
 
 def is_transient(err: BaseException) -> bool:

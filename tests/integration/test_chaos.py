@@ -179,30 +179,32 @@ def test_queued_requests_survive_a_broker_restarted_empty(chaos, start_up, redis
 
 
 def test_crashes_at_hand_over_and_inside_promotion_are_finished(chaos, start_up, tmp_path: Path) -> None:
-    """Defects 3 and 4: SIGKILL between the hand-over and the export's message, then SIGKILL between
-    the gate's registry write and its commit. The export still happens; the promotion completes."""
+    """Defects 3 and 4: SIGKILL right after registering, between the hand-over and the export's
+    message, and between the gate's registry write and its commit. The registered version is
+    taken over (never a second one), the export still happens, the promotion completes."""
     from modelyard.platform.context import Platform
     from modelyard.platform.jobs.submit import follow, submit_training
 
-    env, settings = chaos(MODELYARD_FAILPOINTS="after-handover,before-alias-commit")
+    env, settings = chaos(MODELYARD_FAILPOINTS="after-register,after-handover,before-alias-commit")
     name = unique("crash")
     request = submit_training(settings, spec_file(tmp_path, name), f"r-{name}")
     up = start_up(env)
     result = follow(settings, request.request_id, quiet=True, timeout=300)
 
     fired = sorted(p.name for p in (settings.run_folder / "failpoints").iterdir())
-    assert fired == ["after-handover", "before-alias-commit"]  # both crashes happened
+    assert fired == ["after-handover", "after-register", "before-alias-commit"]  # every crash happened
     assert (result["version"], result["status"]) == ("1", "promoted")
     versions, aliases = registry_state(settings, name)
     assert versions == ["1"] and aliases == {"champion": "1"}
     events = history(settings, name)
-    assert [e.kind for e in events].count("gate_passed") == 1
+    assert [e.kind for e in events].count("gate_passed") == 1 and [e.kind for e in events].count("registered") == 1
     assert [(e.alias, e.to_version) for e in events if e.kind == "alias_set" and e.alias == "champion"] == [
         ("champion", "1")
     ]
     row = Platform(settings).requests.get(request.request_id)
-    # one training claim (the redelivery after the first crash found it trained), two export claims
-    assert (row.status, row.attempts, row.export_attempts) == ("succeeded", 1, 2), up.text()[-2000:]
+    # two training claims (a takeover after the crash after registering; the redelivery after the
+    # hand-over crash found it trained), two export claims (a takeover after the promotion crash)
+    assert (row.status, row.attempts, row.export_attempts, row.takeovers) == ("succeeded", 2, 2, 2), up.text()[-2000:]
 
 
 def test_training_starts_while_the_platform_database_is_down(chaos, start_worker, fresh_pg, tmp_path: Path) -> None:

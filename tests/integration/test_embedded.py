@@ -192,8 +192,7 @@ def test_killed_worker_on_filesystem_queue_is_recovered(start_worker, tmp_path: 
         time.sleep(0.1)
 
     doomed.kill()
-    start_worker(env_of(settings))
-    start_worker(env_of(settings), "export")
+    start_worker(env_of(settings))  # no export worker: the takeover is under test, the export elsewhere
     deadline = time.monotonic() + 30
     while not (requeued := [a for a in reconcile(Platform(settings)) if a.action == "republished"]):
         assert time.monotonic() < deadline  # until its heartbeat is stale
@@ -201,7 +200,7 @@ def test_killed_worker_on_filesystem_queue_is_recovered(start_worker, tmp_path: 
     assert [(a.request_id, a.state) for a in requeued] == [("fs-kill-1", "training")]
     assert "stopped beating" in requeued[0].reason
     assert [a for a in reconcile(Platform(settings)) if a.action == "republished"] == []  # once per lease
-    result = follow(settings, "fs-kill-1", quiet=True, timeout=300)
+    result = follow(settings, "fs-kill-1", quiet=True, timeout=300, until="trained")
 
     assert result["version"] == "1"
     assert [v.version for v in MlflowRegistry(settings.tracking_uri).list_versions("fsk")] == ["1"]

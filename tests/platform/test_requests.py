@@ -66,6 +66,7 @@ def test_a_lost_claim_is_reported_never_silently_ignored(settings, monkeypatch) 
     time.sleep(0.5)  # w1 froze past stale_after
     taken = store.claim_training("r2", "w2")
     assert taken.state == "claimed" and taken.row.owner == "w2" and taken.row.attempts == 2
+    assert taken.took_over and taken.row.takeovers == 1  # w1 counts as dead
     assert taken.lease.token == first.token + 1
 
     for write in (
@@ -131,6 +132,9 @@ def test_release_and_fail(settings) -> None:
     store.release(lease, "MLflow is down", store.get("r6").updated_at)
     row = store.get("r6")
     assert (row.status, row.owner, row.error) == ("queued", None, "MLflow is down")
+    again = store.claim_training("r6", "w1")  # a retry after a transient error: no worker died
+    assert again.lease.token == lease.token + 1 and not again.took_over and again.row.takeovers == 0
+    store.release(again.lease, "MLflow is down", store.get("r6").updated_at)
     assert store.fail(None, "r6", "bad dataset")  # a waiting request fails without a lease
     assert store.get("r6").status == "failed"
     assert store.claim_training("r6", "w2").state == "failed"
@@ -146,3 +150,21 @@ def test_schema_head_constant_matches_the_migrations() -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_HEAD
+
+
+def test_a_stale_lease_is_republished_once_unless_the_broker_lost_it(settings, monkeypatch) -> None:
+    import datetime as dt
+
+    store = stale_store(monkeypatch, "0.2")
+    store.create("r7", "m", {}, "manual")
+    store.claim_training("r7", "w1")
+    time.sleep(0.3)
+    hour = dt.timedelta(hours=1)
+    row = store.get("r7")
+    assert store.take_republish(row, "epoch-a", hour)
+    assert not store.take_republish(store.get("r7"), "epoch-a", hour)  # once per lease
+    before = store.get("r7")
+    assert store.take_republish(before, "epoch-b", hour)  # the broker restarted: it lost that one
+    store.undo_republish(before)  # say the send failed: the reservation is given back
+    assert store.take_republish(store.get("r7"), "epoch-b", hour)  # so the next pass sends it
+    assert not store.take_republish(store.get("r7"), "epoch-b", hour)

@@ -8,6 +8,7 @@ queue is given).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from modelyard.platform.registry.gate import GateDecision
 from modelyard.platform.registry.mlflow_store import MlflowRegistry, mlflow_errors
 from modelyard.platform.registry.promotion import gate
 from modelyard.platform.store.audit import EventRecord
-from modelyard.platform.store.requests import Claim, ClaimLost, worker_name
+from modelyard.platform.store.requests import Claim, ClaimLost, Lease, worker_name
 from modelyard.platform.store.states import State
 
 EXPORT_TAG = f"{TAG_PREFIX}export"
@@ -44,13 +45,26 @@ def export_version(
     actor: str,
     targets: list[str] | None = None,
     request_id: str | None = None,
+    fence: Lease | None = None,
 ) -> dict[str, Any]:
-    """Export, log under the version's run (artifact folder `export/`), tag the version, record the event."""
+    """Export, log under the version's run (artifact folder `export/`), tag the version, record the event.
+
+    With a fence (a request's export stage), the lease is checked before the tags are
+    written: a frozen worker that lost it never overwrites what its successor decided.
+    """
     registry, audit = platform.registry, platform.audit
+
+    def still_held() -> None:
+        if fence is not None:
+            platform.requests.ensure(fence)
+
     info = registry.get_version(name, version)
     try:
-        summary = _export(registry, info, targets)
+        summary = _export(registry, info, targets, still_held)
     except ModelyardError as err:
+        if isinstance(err, TransientError | ClaimLost):  # not the export's fault: retry, or stop
+            raise
+        still_held()
         for key, value in (
             (f"{EXPORT_TAG}.status", "failed"),
             (f"{EXPORT_TAG}.error", str(err)[:4000]),
@@ -64,7 +78,9 @@ def export_version(
     return summary
 
 
-def _export(registry: MlflowRegistry, info: VersionInfo, targets: list[str] | None) -> dict[str, Any]:
+def _export(
+    registry: MlflowRegistry, info: VersionInfo, targets: list[str] | None, still_held: Callable[[], None]
+) -> dict[str, Any]:
     from modelyard.exporters.convert import ExportError
     from modelyard.exporters.pipeline import ExportData, export_model
     from modelyard.platform.registry import tracking
@@ -100,6 +116,7 @@ def _export(registry: MlflowRegistry, info: VersionInfo, targets: list[str] | No
         f"{TAG_PREFIX}deployable": str(deployable).lower(),
         **{f"{EXPORT_TAG}.{t}": v or "none" for t, v in chosen.items()},
     }
+    still_held()
     for key, value in tags.items():
         registry.set_version_tag(info.name, info.version, key, value)
     report = result.report
@@ -170,10 +187,12 @@ def finish_request(
     try:
         with store.heartbeat(lease, settings.heartbeat_seconds) as lost:
             try:
-                result["export"] = export_version(platform, name, version, lease.owner, request_id=request_id)
+                result["export"] = export_version(
+                    platform, name, version, lease.owner, request_id=request_id, fence=lease
+                )
                 export_problem = None if result["export"]["deployable"] else "no variant meets any target's budget"
             except ModelyardError as err:
-                if isinstance(err, TransientError):
+                if isinstance(err, TransientError | ClaimLost):
                     raise
                 result["export"] = {"error": str(err)}
                 export_problem = str(err)

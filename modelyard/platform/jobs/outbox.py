@@ -4,7 +4,8 @@ Every request row records when its current stage's message was sent and under wh
 *broker epoch*: a random id the broker itself keeps (a Redis key; a file beside the
 filesystem queue). A broker restarted empty has lost the key along with its messages,
 so a new epoch means every waiting request's message must be sent again. Sending twice
-is harmless: the claim lets one delivery work and answers the others.
+is harmless: the claim lets one delivery work and answers the others. (The embedded
+epoch file lives in the queue folder, so wiping the queue wipes it too.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def broker_epoch(app: Celery, settings: Settings) -> str:
     """The broker's epoch, created on first use; a new one after the broker lost its data."""
     fresh = uuid.uuid4().hex
     if settings.mode == "embedded":
-        path = settings.root / "celery" / "broker-epoch"
+        path = settings.queue_folder / "broker-epoch"  # kombu reads only *.msg files: wiped with the queue
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -72,9 +73,9 @@ def send_stage(app: Celery, row: TrainingRequest) -> None:
         raise ValueError(f"request {row.request_id} is {state}: nothing to wake")
 
 
-def wake(app: Celery, settings: Settings, store: RequestStore, row: TrainingRequest) -> None:
+def wake(app: Celery, settings: Settings, store: RequestStore, row: TrainingRequest, resent: bool = False) -> None:
     """Send a waiting row's message and record it (the epoch is read first: a broker lost after
     this read makes the row look unsent, never sent)."""
     epoch = broker_epoch(app, settings)
     send_stage(app, row)
-    store.mark_published(row.request_id, State(row.status), epoch)
+    store.mark_published(row.request_id, State(row.status), epoch, resent)

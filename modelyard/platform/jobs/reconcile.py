@@ -5,14 +5,17 @@ pass looks at every request not in a final state:
 
 - waiting (queued, trained) and its message never sent (the sender died between the
   database write and the broker), lost (the broker's epoch changed: restarted empty), or
-  sent longer ago than `republish_after_seconds`: send it again;
+  sent long ago (`republish_after_seconds`, doubling with each resend up to 64 times: a
+  request waiting for a worker that does not exist yet gets a few messages, not a pile):
+  send it again;
 - owned (training, registering, exporting) and its lease stale (the worker died or froze):
-  send its stage's message again, once per lease, so another worker takes it over; after
-  `max_attempts` dead workers, fail it.
+  send its stage's message again, once per lease (again only if the broker lost it or
+  `republish_after_seconds` passed), so another worker takes it over; once
+  `max_attempts` workers died holding it, fail it.
 
-Runs on beat every `reconcile_seconds` and once when `modelyard up` starts. Every action
-is a compare-and-set, so two reconcilers at once do no harm; a duplicate message is
-answered by the claim.
+Runs on beat every `reconcile_seconds` and once when `modelyard up` starts. Two passes at
+once may both send a message; that is harmless, since the claim lets one delivery work
+and answers the others. Failing a request is a compare-and-set.
 """
 
 from __future__ import annotations
@@ -65,10 +68,10 @@ def reconcile(platform: Platform, app: Celery | None = None) -> list[Action]:
             if state in WAITING:
                 reason = _lost_message(row, epoch, now, store.stale_after, settings.republish_after_seconds)
                 if reason:
-                    wake(app, settings, store, row)
+                    wake(app, settings, store, row, resent=True)
                     actions.append(Action(row.request_id, state, "republished", reason))
             elif store.is_stale(row, now):
-                action = _stale(platform, app, row, state, now)
+                action = _stale(platform, app, row, state, epoch)
                 if action:
                     actions.append(action)
         except Exception as err:  # one request's trouble (or a broker outage) must not stop the pass
@@ -89,18 +92,19 @@ def _lost_message(
         return "its message was never sent" if updated < now - grace else None
     if row.broker_epoch and row.broker_epoch != epoch:
         return "the broker restarted and lost its message"
-    if published < now - dt.timedelta(seconds=republish_after):
-        return f"no worker took it for {republish_after:.0f} s; sent again in case its message was lost"
+    waited = republish_after * 2 ** min(row.republishes or 0, 6)
+    if published < now - dt.timedelta(seconds=waited):
+        return f"no worker took it for {waited:.0f} s; sent again in case its message was lost"
     return None
 
 
-def _stale(platform: Platform, app: Celery, row: TrainingRequest, state: State, now: dt.datetime) -> Action | None:
+def _stale(platform: Platform, app: Celery, row: TrainingRequest, state: State, epoch: str) -> Action | None:
     settings, store = platform.settings, platform.requests
-    attempts = row.export_attempts if state == State.EXPORTING else row.attempts
+    died = (row.takeovers or 0) + 1  # every takeover was a dead worker, and so is the stale holder now
     stage = "export" if state == State.EXPORTING else "training"
-    if attempts >= settings.max_attempts:
+    if died >= settings.max_attempts:
         reason = (
-            f"its {stage} worker stopped {attempts} times without finishing (last: {row.owner}); "
+            f"its workers stopped {died} times without finishing (last: {row.owner}, in {stage}); "
             f"given up (MODELYARD_MAX_ATTEMPTS is {settings.max_attempts})."
         )
         if store.abandon(row, reason):
@@ -108,7 +112,11 @@ def _stale(platform: Platform, app: Celery, row: TrainingRequest, state: State, 
             platform.audit.record(EventRecord(row.model, kind, reason, "reconciler", request_id=row.request_id))
             return Action(row.request_id, state, "failed", reason)
         return None
-    if store.take_republish(row):  # once per lease: a takeover gets a new lease, and a new chance
+    if not store.take_republish(row, epoch, dt.timedelta(seconds=settings.republish_after_seconds)):
+        return None
+    try:
         send_stage(app, row)
-        return Action(row.request_id, state, "republished", f"its worker {row.owner} stopped beating")
-    return None
+    except BaseException:
+        store.undo_republish(row)  # not sent: the next pass tries again
+        raise
+    return Action(row.request_id, state, "republished", f"its worker {row.owner} stopped beating")

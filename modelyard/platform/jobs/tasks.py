@@ -11,7 +11,7 @@ from celery import Task
 from celery.signals import worker_init
 from pydantic import ValidationError
 
-from modelyard.errors import SpecError, TransientError
+from modelyard.errors import SpecError
 from modelyard.platform.context import Platform
 from modelyard.platform.jobs.celery_app import EXPORT_TASK, RECONCILE_TASK, TRAIN_TASK, app
 from modelyard.platform.jobs.outbox import broker_epoch
@@ -83,10 +83,26 @@ def _retry_claim(task: Task, err: Exception, what: str, platform: Platform, requ
     return err
 
 
+def _retry_or_raise(task: Task, err: Exception, retry_in: float | None) -> Exception:
+    """After the claim: a transient failure (of any library, judged by type) is retried with
+    backoff; the stage has already given its claim back, or will be taken over once stale."""
+    from modelyard.platform.faults import as_transient, is_transient
+
+    if retry_in is None or not is_transient(err):
+        return err
+    return task.retry(exc=as_transient(err, task.name), countdown=retry_in, max_retries=None)
+
+
 @app.task(bind=True, name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     """Claim, then (only with the claim) import TensorFlow and train, register, hand over to export."""
-    from modelyard.platform.jobs.training import TrainRequest, claim_training, run_training, unclaimed_answer
+    from modelyard.platform.jobs.training import (
+        TrainRequest,
+        claim_training,
+        end_attempt,
+        run_training,
+        unclaimed_answer,
+    )
 
     try:
         request = TrainRequest.model_validate(payload)
@@ -102,9 +118,12 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     if claim.lease is None:
         return unclaimed_answer(claim)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines drown the worker log
+    retry_in = None if self.request.retries >= settings.max_retries else backoff(self.request.retries)
     t = time.perf_counter()
-    import tensorflow  # noqa: F401 - timed apart: benchmarks exclude it, as they exclude it for plain Keras
-
+    try:
+        import tensorflow  # noqa: F401 - timed apart: benchmarks exclude it, as they exclude it for plain Keras
+    except BaseException as err:  # a broken install: the request fails with the reason, not silently
+        raise end_attempt(platform, claim.row.model, claim.lease, err, None, "training") from err
     import_s = time.perf_counter() - t
 
     def progress(info: dict[str, Any]) -> None:
@@ -118,13 +137,10 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         send_export(self.app, name, version, request_id)
         platform.requests.mark_published(request_id, State.TRAINED, epoch)
 
-    retry_in = None if self.request.retries >= settings.max_retries else backoff(self.request.retries)
     try:
         result = run_training(platform, request, progress, enqueue_export, claim, retry_in)
-    except TransientError as err:
-        if retry_in is None:
-            raise
-        raise self.retry(exc=err, countdown=retry_in, max_retries=None) from None
+    except Exception as err:
+        raise _retry_or_raise(self, err, retry_in) from None
     result.setdefault("timings", {})["tensorflow_import_s"] = import_s
     return result
 
@@ -152,16 +168,12 @@ def export(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
             return unclaimed_answer(claim)
         try:
             return finish_request(platform, request_id, claim, retry_in)
-        except TransientError as err:
-            if retry_in is None:
-                raise
-            raise self.retry(exc=err, countdown=retry_in, max_retries=None) from None
+        except Exception as err:
+            raise _retry_or_raise(self, err, retry_in) from None
     try:
         return export_version(platform, name, version, str(payload.get("actor") or "cli"), payload.get("targets"))
-    except TransientError as err:
-        if retry_in is None:
-            raise
-        raise self.retry(exc=err, countdown=retry_in, max_retries=None) from None
+    except Exception as err:
+        raise _retry_or_raise(self, err, retry_in) from None
 
 
 @app.task(bind=True, name=RECONCILE_TASK, ignore_result=True)

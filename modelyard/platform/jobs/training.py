@@ -82,27 +82,27 @@ def run_training(
     if claim.lease is None:
         return unclaimed_answer(claim)
     lease, row = claim.lease, claim.row
-    request = TrainRequest(  # the platform database is the source of truth, not the message
-        request_id=row.request_id,
-        spec=row.spec,
-        trigger=row.trigger,  # type: ignore[arg-type]
-        parent_version=row.parent_version,
-    )
-    spec = parse_spec(request.spec, f"of request {request.request_id}")
     report = progress or (lambda _info: None)
     settings, store, audit = platform.settings, platform.requests, platform.audit
-    rid, owner = request.request_id, lease.owner
-    if row.attempts > 1:
-        reason = f"attempt {row.attempts}: the previous worker stopped before finishing; this one takes over"
-        audit.record(EventRecord(spec.name, "training_resumed", reason, owner, request_id=rid))
-    try:
+    rid, owner = row.request_id, lease.owner
+    try:  # from the claim on, every way out moves the request on (or records why this worker stopped)
+        request = TrainRequest(  # the platform database is the source of truth, not the message
+            request_id=row.request_id,
+            spec=row.spec,
+            trigger=row.trigger,  # type: ignore[arg-type]
+            parent_version=row.parent_version,
+        )
+        spec = parse_spec(request.spec, f"of request {request.request_id}")
+        if claim.took_over:
+            reason = f"takeover {row.takeovers}: the previous worker stopped beating before finishing"
+            audit.record(EventRecord(spec.name, "training_resumed", reason, owner, request_id=rid))
         with store.heartbeat(lease, settings.heartbeat_seconds) as lost:
             result = _train_and_register_once(platform, request, spec, lease, report, lost)
         store.advance(lease, State.TRAINED, result=result, published_at=None)  # hand over to the export stage
     except ClaimLost as err:  # taken over while frozen: the new owner carries the request
-        return stale_answer(platform, spec.name, lease, err)
+        return stale_answer(platform, row.model, lease, err)
     except BaseException as err:
-        failure = end_attempt(platform, spec.name, lease, err, retry_in, "training")
+        failure = end_attempt(platform, row.model, lease, err, retry_in, "training")
         if failure is err:
             raise
         raise failure from err
@@ -166,7 +166,8 @@ def _train_and_register_once(
     existing = _registered_before(platform.registry, spec.name, request.request_id)
     if existing is None:
         version, run_id, metrics = _train_and_register(platform, request, spec, lease, report, timings, lost)
-    else:  # a previous attempt registered it, then died
+    else:  # a previous attempt registered it, then died (or met a transient error)
+        platform.requests.advance(lease, State.REGISTERING)
         version, run_id, metrics = _adopt(platform, request, spec, lease, existing, "registered by a resumed attempt")
     timings["total_s"] = time.perf_counter() - started
     return {
@@ -311,6 +312,7 @@ def _train_and_register(
         stop_if_lost()
         store.advance(lease, State.REGISTERING)  # fenced: a worker that lost its claim registers nothing
         version = tracking.register(model_uri, spec.name, tags)
+        failpoint("after-register", platform.settings.run_folder)
         first = _registered_before(platform.registry, spec.name, request.request_id)
         if first is not None and first.version != version:  # a stale attempt registered first: it wins
             _archive_duplicate(platform, spec.name, version, first.version, lease)

@@ -14,6 +14,7 @@ from modelyard.platform.store.audit import AuditLog, EventRecord
 from modelyard.platform.store.requests import Lease
 
 Moves = list[tuple[str, str | None]]  # (alias, version), or (alias, None) to remove it
+ALIASES = ("champion", "challenger", "previous")
 
 
 class ChampionMoved(LifecycleError):
@@ -27,6 +28,9 @@ class Lifecycle:
     The platform database is the source of truth for aliases; the registry follows it.
     A crash between the registry write and the commit leaves the database unchanged, and
     the next move (or the retry) writes the registry again from the database's view.
+    On PostgreSQL the read and the write are one transaction under an advisory lock; on
+    SQLite (embedded mode) the driver reads outside the write transaction, and the file
+    lock on the model is what keeps a read and its write together.
     """
 
     def __init__(self, registry: Registry, audit: AuditLog) -> None:
@@ -48,36 +52,62 @@ class Lifecycle:
         fence: Lease | None = None,
         run_folder: Path | None = None,
     ) -> list[EventRecord]:
-        """Plan moves from the current aliases and apply them, all or none, under the model's lock."""
-        with self.audit.moving(name, fence) as tx:
-            current = tx.aliases()
-            moves = plan(current)
-            proof = evidence(current) if callable(evidence) else evidence
-            events, written = [], []
-            try:
-                for alias, version in moves:
-                    old = current.get(alias)
-                    written.append(alias)
-                    if version is None:
-                        with suppress(NotFoundError):  # already gone from the registry
-                            self.registry.delete_alias(name, alias)
-                    else:
-                        self.registry.set_alias(name, alias, version)  # again, even if unchanged: resyncs
-                    if old != version:
-                        kind = "alias_removed" if version is None else "alias_set"
-                        events.append(EventRecord(name, kind, reason, actor, alias, old, version, proof, request_id))
-                if run_folder is not None:
-                    failpoint("before-alias-commit", run_folder)
-                tx.record(*extra, *events)
-            except BaseException:
-                for alias in written:  # put the registry back as the database still has it
-                    with suppress(Exception):
-                        if alias in current:
-                            self.registry.set_alias(name, alias, current[alias])
+        """Plan moves from the current aliases and apply them, all or none, under the model's lock.
+
+        A failure before the commit puts the registry back (still under the lock); a failed
+        commit resyncs the registry from the database under the lock taken again.
+        """
+        committing = False
+        try:
+            with self.audit.moving(name, fence) as tx:
+                current = tx.aliases()
+                moves = plan(current)
+                proof = evidence(current) if callable(evidence) else evidence
+                events, written = [], []
+                try:
+                    for alias, version in moves:
+                        old = current.get(alias)
+                        written.append(alias)
+                        if version is None:
+                            with suppress(NotFoundError):  # already gone from the registry
+                                self.registry.delete_alias(name, alias)
                         else:
-                            self.registry.delete_alias(name, alias)
-                raise
+                            self.registry.set_alias(name, alias, version)  # again, even if unchanged: resyncs
+                        if old != version:
+                            kind = "alias_removed" if version is None else "alias_set"
+                            events.append(
+                                EventRecord(name, kind, reason, actor, alias, old, version, proof, request_id)
+                            )
+                    if run_folder is not None:
+                        failpoint("before-alias-commit", run_folder)
+                    tx.record(*extra, *events)
+                except BaseException:
+                    for alias in written:  # put the registry back as the database still has it
+                        with suppress(Exception):
+                            self._write(name, alias, current.get(alias))
+                    raise
+                committing = True
+        except BaseException:
+            if committing:  # the commit itself failed: the registry may be ahead of the database
+                with suppress(Exception):
+                    self.resync(name)
+            raise
         return events
+
+    def _write(self, name: str, alias: str, version: str | None) -> None:
+        if version is None:
+            with suppress(NotFoundError):
+                self.registry.delete_alias(name, alias)
+        else:
+            self.registry.set_alias(name, alias, version)
+
+    def resync(self, name: str) -> dict[str, str]:
+        """Write the platform database's aliases of a model to the registry (the database is the truth)."""
+        with self.audit.moving(name) as tx:
+            current = tx.aliases()
+            for alias in ALIASES:
+                self._write(name, alias, current.get(alias))
+        return current
 
     def make_challenger(
         self,

@@ -88,6 +88,7 @@ class TrainingRequest(Base):
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims by train workers
     export_attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims by export workers
+    takeovers: Mapped[int] = mapped_column(Integer, default=0)  # claims of a stale lease: workers that died
     lease: Mapped[int] = mapped_column(Integer, default=0)  # the fencing token: grows on every claim
     parent_version: Mapped[str | None] = mapped_column(String(20))
     # The outbox: when the current stage's message was sent (or a retry is due), under which
@@ -95,6 +96,7 @@ class TrainingRequest(Base):
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     broker_epoch: Mapped[str | None] = mapped_column(String(64))
     republished_lease: Mapped[int | None] = mapped_column(Integer)
+    republishes: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)  # the last error: a final failure's reason, or a retried one
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -3,8 +3,10 @@
 A worker claims a stage (training, exporting) and gets a lease: a fencing token that
 grows on every claim. Every write it makes afterwards names that lease; when another
 worker has taken the request over (the first one paused past `stale_after_seconds`),
-the write matches no row and raises `ClaimLost`, so a stale worker learns it before it
-registers, moves an alias or records a result. The states and their transitions are in
+the write matches no row and raises `ClaimLost`: a stale worker learns it at its next
+write or heartbeat, before it starts registering, moves an alias or records a result.
+(A worker frozen inside the registry call itself can still register; training.py
+archives such a second version.) The states and their transitions are in
 states.py; the reconciler (jobs/reconcile.py) drives the rows nobody drives.
 """
 
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -63,6 +65,7 @@ class Claim:
     state: ClaimState
     row: TrainingRequest
     lease: Lease | None = None
+    took_over: bool = False  # the previous holder's lease had gone stale
 
 
 def rowcount(result: Any) -> int:
@@ -141,6 +144,8 @@ class RequestStore:
                         parent_version=parent_version,
                         attempts=0,
                         export_attempts=0,
+                        takeovers=0,
+                        republishes=0,
                         lease=0,
                     )
                 )
@@ -159,32 +164,38 @@ class RequestStore:
         return self._claim(request_id, owner, State.TRAINED, stale, State.EXPORTING, TrainingRequest.export_attempts)
 
     def _claim(self, request_id: str, owner: str, waiting: State, stale: Any, target: State, counter: Any) -> Claim:
+        """Claim a waiting request, else take over a stale one (counted: its worker died)."""
         now = utcnow()
+        taken = {
+            "status": target,
+            "owner": owner,
+            "lease": TrainingRequest.lease + 1,
+            "heartbeat_at": now,
+            "updated_at": now,
+            counter.key: counter + 1,
+        }
+        token, took_over = None, False
         with self._sessions.begin() as session:
             token = session.execute(
                 update(TrainingRequest)
-                .where(TrainingRequest.request_id == request_id)
-                .where(
-                    or_(
-                        TrainingRequest.status == waiting,
-                        and_(stale, TrainingRequest.heartbeat_at < now - self.stale_after),
-                    )
-                )
-                .values(
-                    status=target,
-                    owner=owner,
-                    lease=TrainingRequest.lease + 1,
-                    heartbeat_at=now,
-                    updated_at=now,
-                    **{counter.key: counter + 1},
-                )
+                .where(TrainingRequest.request_id == request_id, TrainingRequest.status == waiting)
+                .values(**taken)
                 .returning(TrainingRequest.lease)
             ).scalar()
+            if token is None:
+                token = session.execute(
+                    update(TrainingRequest)
+                    .where(TrainingRequest.request_id == request_id, stale)
+                    .where(TrainingRequest.heartbeat_at < now - self.stale_after)
+                    .values(**taken, takeovers=TrainingRequest.takeovers + 1)
+                    .returning(TrainingRequest.lease)
+                ).scalar()
+                took_over = token is not None
         row = self.get(request_id)
         if row is None:
             raise KeyError(f"request {request_id} was never recorded")
         if token is not None:
-            return Claim("claimed", row, Lease(request_id, int(token), owner))
+            return Claim("claimed", row, Lease(request_id, int(token), owner), took_over)
         if row.status == State.FAILED:
             return Claim("failed", row)
         stage_done = row.status == State.SUCCEEDED or (
@@ -297,51 +308,94 @@ class RequestStore:
 
     # --- the outbox ----------------------------------------------------------------------
 
-    def mark_published(self, request_id: str, state: State, epoch: str, at: dt.datetime | None = None) -> bool:
-        """Record that the message waking `state`'s worker was sent under this broker epoch."""
+    def mark_published(self, request_id: str, state: State, epoch: str, resent: bool = False) -> bool:
+        """Record that the message waking `state`'s worker was sent under this broker epoch
+        (`resent`: by the reconciler, which counts them to space them out)."""
+        values: dict[str, Any] = {"published_at": utcnow(), "broker_epoch": epoch}
+        if resent:
+            values["republishes"] = TrainingRequest.republishes + 1
         with self._sessions.begin() as session:
             return (
-                session.execute(
-                    update(TrainingRequest)
-                    .where(TrainingRequest.request_id == request_id, TrainingRequest.status == state)
-                    .values(published_at=at or utcnow(), broker_epoch=epoch)
-                ).rowcount
+                rowcount(
+                    session.execute(
+                        update(TrainingRequest)
+                        .where(TrainingRequest.request_id == request_id, TrainingRequest.status == state)
+                        .values(**values)
+                    )
+                )
                 == 1
             )
 
     def abandon(self, row: TrainingRequest, reason: str) -> bool:
         """Fail a request whose worker stopped beating, if nobody took it over since `row` was read."""
         with self._sessions.begin() as session:
+            _short_lock_wait(session)
             return (
-                session.execute(
-                    update(TrainingRequest)
-                    .where(
-                        TrainingRequest.request_id == row.request_id,
-                        TrainingRequest.lease == row.lease,
-                        TrainingRequest.status == row.status,
-                        TrainingRequest.heartbeat_at < utcnow() - self.stale_after,
+                rowcount(
+                    session.execute(
+                        update(TrainingRequest)
+                        .where(
+                            TrainingRequest.request_id == row.request_id,
+                            TrainingRequest.lease == row.lease,
+                            TrainingRequest.status == row.status,
+                            TrainingRequest.heartbeat_at < utcnow() - self.stale_after,
+                        )
+                        .values(status=State.FAILED, owner=None, error=reason, updated_at=utcnow())
                     )
-                    .values(status=State.FAILED, owner=None, error=reason, updated_at=utcnow())
-                ).rowcount
+                )
                 == 1
             )
 
-    def take_republish(self, row: TrainingRequest) -> bool:
-        """Reserve the one re-publication a stale lease gets (compare-and-set on the lease)."""
+    def take_republish(self, row: TrainingRequest, epoch: str, again_after: dt.timedelta) -> bool:
+        """Reserve a re-publication for a stale lease (compare-and-set): once per lease, again only
+        if the broker lost it (a new epoch) or `again_after` passed without a takeover."""
+        now = utcnow()
         with self._sessions.begin() as session:
+            _short_lock_wait(session)
             return (
-                session.execute(
-                    update(TrainingRequest)
-                    .where(
-                        TrainingRequest.request_id == row.request_id,
-                        TrainingRequest.lease == row.lease,
-                        TrainingRequest.status == row.status,
-                        or_(
-                            TrainingRequest.republished_lease.is_(None),
-                            TrainingRequest.republished_lease != row.lease,
-                        ),
+                rowcount(
+                    session.execute(
+                        update(TrainingRequest)
+                        .where(
+                            TrainingRequest.request_id == row.request_id,
+                            TrainingRequest.lease == row.lease,
+                            TrainingRequest.status == row.status,
+                            or_(
+                                TrainingRequest.republished_lease.is_(None),
+                                TrainingRequest.republished_lease != row.lease,
+                                TrainingRequest.broker_epoch.is_(None),
+                                TrainingRequest.broker_epoch != epoch,
+                                TrainingRequest.published_at < now - again_after,
+                            ),
+                        )
+                        .values(
+                            republished_lease=row.lease,
+                            published_at=now,
+                            broker_epoch=epoch,
+                            republishes=TrainingRequest.republishes + 1,
+                        )
                     )
-                    .values(republished_lease=row.lease, published_at=utcnow())
-                ).rowcount
+                )
                 == 1
             )
+
+    def undo_republish(self, row: TrainingRequest) -> None:
+        """The message could not be sent after all: put back what `row` (read before the
+        reservation) had, so the next pass tries again."""
+        with self._sessions.begin() as session:
+            session.execute(
+                update(TrainingRequest)
+                .where(TrainingRequest.request_id == row.request_id, TrainingRequest.lease == row.lease)
+                .values(
+                    republished_lease=row.republished_lease,
+                    published_at=row.published_at,
+                    broker_epoch=row.broker_epoch,
+                )
+            )
+
+
+def _short_lock_wait(session: Session) -> None:
+    """The reconciler does not queue behind a worker holding the row (an alias move in flight):
+    on PostgreSQL it gives up after 2 s and the next pass tries again."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL lock_timeout = '2s'"))
