@@ -104,3 +104,76 @@ def test_migration_fills_versions_and_aliases_from_existing_events(settings) -> 
 
     assert [(v.version, v.run_id) for v in audit.versions("old")] == [("1", "r1"), ("2", "r2")]
     assert audit.aliases("old") == {"old": {"champion": "1"}}
+
+
+def test_requests_lists_state_owner_attempts_and_error_without_mlflow(settings) -> None:
+    from modelyard.platform.store.requests import RequestStore
+    from modelyard.platform.store.states import State
+
+    store = RequestStore(settings)
+    for rid in ("done", "busy", "waiting", "bad"):
+        store.create(rid, "m", {}, "manual")
+    lease = store.claim_training("done", "w1").lease
+    store.advance(lease, State.REGISTERING)
+    store.advance(lease, State.TRAINED, version="1")
+    store.claim_training("busy", "w2")
+    store.fail(None, "bad", "dataset nan.csv has a missing value")
+
+    rows, imported = run_cli(settings, "requests")
+    assert imported == []
+    shown = {r["request_id"]: (r["state"], r["owner"], r["attempts"], r["version"], r["error"]) for r in rows}
+    assert shown == {
+        "done": ("trained", None, 1, "1", None),
+        "busy": ("training", "w2", 1, None, None),
+        "waiting": ("queued", None, 0, None, None),
+        "bad": ("failed", None, 0, None, "dataset nan.csv has a missing value"),
+    }
+    unfinished, _ = run_cli(settings, "requests", "--state", "unfinished")
+    assert sorted(r["request_id"] for r in unfinished) == ["busy", "done", "waiting"]
+    failed, _ = run_cli(settings, "requests", "--state", "failed", "--model", "m")
+    assert [r["request_id"] for r in failed] == ["bad"]
+
+    env = {**os.environ, "MODELYARD_HOME": str(settings.root)}
+    bogus = subprocess.run(
+        [sys.executable, "-m", "modelyard.platform.cli.main", "requests", "--state", "bogus"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bogus.returncode == 1 and " ".join(bogus.stderr.split()) == (
+        "error: unknown state 'bogus' (states: queued, training, registering, trained, exporting, "
+        "succeeded, failed, unfinished)."
+    )
+
+
+def test_migration_renames_old_request_statuses(settings) -> None:
+    """A home written before the state machine: `running` is `training`, an unowned `exporting` is `trained`."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from modelyard.platform.store import db
+    from modelyard.platform.store.requests import RequestStore
+
+    url = settings.platform_database_url
+    settings.run_folder.mkdir(parents=True)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    with db.engine_for(url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        for rid, status, owner in (("a", "running", "w1"), ("b", "exporting", None), ("c", "exporting", "w2")):
+            conn.execute(
+                text(
+                    'INSERT INTO training_requests (request_id, model, status, "trigger", spec, owner, attempts, '
+                    "created_at, updated_at) VALUES (:r, 'm', :s, 'manual', '{}', :o, 1, :t, :t)"
+                ),
+                {"r": rid, "s": status, "o": owner, "t": "2026-01-01 00:00:00"},
+            )
+
+    store = RequestStore(settings)  # upgrades to head
+    assert [(r.request_id, r.status, r.lease) for r in sorted(store.find(), key=lambda r: r.request_id)] == [
+        ("a", "training", 1),
+        ("b", "trained", 0),
+        ("c", "exporting", 1),
+    ]

@@ -68,6 +68,7 @@ def request_rows(rows: list[Any]) -> list[dict[str, Any]]:
             "lease": r.lease,
             "attempts": r.attempts,
             "export_attempts": r.export_attempts,
+            "takeovers": r.takeovers,
             "heartbeat": r.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S") if r.heartbeat_at else None,
             "updated": r.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
             "error": r.error,
