@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 from modelyard.errors import ModelyardError, TransientError
@@ -34,45 +35,29 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
 
 
+# The service-outage exception types, per library (module, class names); libraries not installed are skipped.
+TRANSIENT_TYPES = (
+    ("sqlalchemy.exc", ("DisconnectionError", "TimeoutError")),
+    ("requests.exceptions", ("ConnectionError", "Timeout", "RetryError")),
+    ("urllib3.exceptions", ("MaxRetryError", "NewConnectionError", "ProtocolError", "TimeoutError")),
+    ("redis.exceptions", ("ConnectionError", "TimeoutError", "BusyLoadingError")),
+    ("kombu.exceptions", ("OperationalError",)),
+    ("psycopg", ("OperationalError",)),
+)
+
+
+@cache
 def _transient_types() -> tuple[type[BaseException], ...]:
     """The service-outage exception types of the libraries that are installed."""
+    import importlib
+
     found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    try:
-        import sqlalchemy.exc as sa
-
-        found += [sa.DisconnectionError, sa.TimeoutError]
-    except ImportError:
-        pass
-    try:
-        import requests.exceptions as rq
-
-        found += [rq.ConnectionError, rq.Timeout, rq.RetryError]
-    except ImportError:
-        pass
-    try:
-        import urllib3.exceptions as u3
-
-        found += [u3.MaxRetryError, u3.NewConnectionError, u3.ProtocolError, u3.TimeoutError]
-    except ImportError:
-        pass
-    try:
-        import redis.exceptions as rd
-
-        found += [rd.ConnectionError, rd.TimeoutError, rd.BusyLoadingError]
-    except ImportError:
-        pass
-    try:
-        import kombu.exceptions as kb
-
-        found += [kb.OperationalError]
-    except ImportError:
-        pass
-    try:
-        import psycopg
-
-        found += [psycopg.OperationalError]
-    except ImportError:
-        pass
+    for module_name, names in TRANSIENT_TYPES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found += [getattr(module, n) for n in names]
     return tuple(found)
 
 

@@ -164,31 +164,37 @@ class Worker:
                 self.kill()
 
 
+def _spawn(log: Path, args: list[str], env: dict[str, str], ready: str, what: str) -> Worker:
+    """Run `modelyard ARGS` in its own session with the given environment; wait for `ready` in its log."""
+    out = open(log, "wb")  # noqa: SIM115 - the process writes it until its fixture stops it
+    full_env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelyard.platform.cli.main", *args],
+        env=full_env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=PROJECT,
+    )
+    started = Worker(proc, log)
+    deadline = time.monotonic() + 60
+    while ready not in started.text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            started.kill()
+            raise RuntimeError(f"{what} did not start: {started.text()[-3000:]}")
+        time.sleep(0.2)
+    return started
+
+
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator:
-    """Start `modelyard worker --queues Q` with the given environment; stopped after the test."""
+    """Start `modelyard worker --queues Q` with the given environment; killed after the test."""
     started: list[Worker] = []
 
     def start(env: dict[str, str], queues: str = "train") -> Worker:
         log = tmp_path / f"worker-{len(started)}.log"
-        out = open(log, "wb")  # noqa: SIM115 - the worker process writes it until the fixture stops it
-        full_env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelyard.platform.cli.main", "worker", "--queues", queues],
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=PROJECT,
-        )
-        worker = Worker(proc, log)
-        started.append(worker)
-        deadline = time.monotonic() + 60
-        while "ready." not in worker.text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start: {worker.text()[-3000:]}")
-            time.sleep(0.2)
-        return worker
+        started.append(_spawn(log, ["worker", "--queues", queues], env, "ready.", "worker"))
+        return started[-1]
 
     yield start
     for worker in started:  # disposable: no warm shutdown (it took 5 s a worker); the queue is the test's own
@@ -202,28 +208,12 @@ def start_up(tmp_path: Path) -> Iterator:
 
     def start(env: dict[str, str], *only: str) -> Worker:
         log = tmp_path / f"up-{len(started)}.log"
-        out = open(log, "wb")  # noqa: SIM115 - the supervisor writes it until the fixture stops it
-        full_env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-        args = [a for part in only for a in ("--only", part)]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelyard.platform.cli.main", "up", *args],
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=PROJECT,
-        )
-        up = Worker(proc, log)
-        started.append(up)
-        deadline = time.monotonic() + 60
-        while "modelyard up (" not in up.text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"modelyard up did not start: {up.text()[-3000:]}")
-            time.sleep(0.2)
-        return up
+        args = ["up", *(a for part in only for a in ("--only", part))]
+        started.append(_spawn(log, args, env, "modelyard up (", "modelyard up"))
+        return started[-1]
 
     yield start
-    for up in started:
+    for up in started:  # gracefully: `up` stops its children, which live in sessions of their own
         up.stop()
 
 

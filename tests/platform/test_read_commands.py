@@ -6,6 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from modelyard.platform.store.audit import AuditLog, EventRecord
 
@@ -69,21 +72,28 @@ def test_models_versions_and_history_need_no_mlflow(settings) -> None:
     assert imported == []
 
 
-def test_migration_fills_versions_and_aliases_from_existing_events(settings) -> None:
-    """A home written before the projections existed: upgrading fills them from its events."""
+@contextmanager
+def database_at(settings, revision: str) -> Iterator[Any]:
+    """The home's platform database migrated only up to `revision`, as an older modelyard left it."""
     from alembic import command
     from alembic.config import Config
-    from sqlalchemy import text
 
     from modelyard.platform.store import db
 
-    url = settings.platform_database_url
     settings.run_folder.mkdir(parents=True)
     cfg = Config()
     cfg.set_main_option("script_location", str(db.MIGRATIONS))
-    with db.engine_for(url).begin() as conn:
+    with db.engine_for(settings.platform_database_url).begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
+        command.upgrade(cfg, revision)
+        yield conn
+
+
+def test_migration_fills_versions_and_aliases_from_existing_events(settings) -> None:
+    """A home written before the projections existed: upgrading fills them from its events."""
+    from sqlalchemy import text
+
+    with database_at(settings, "0001") as conn:
         old_events = [
             ("registered", None, "1"),
             ("alias_set", "champion", "1"),
@@ -148,20 +158,11 @@ def test_requests_lists_state_owner_attempts_and_error_without_mlflow(settings) 
 
 def test_migration_renames_old_request_statuses(settings) -> None:
     """A home written before the state machine: `running` is `training`, an unowned `exporting` is `trained`."""
-    from alembic import command
-    from alembic.config import Config
     from sqlalchemy import text
 
-    from modelyard.platform.store import db
     from modelyard.platform.store.requests import RequestStore
 
-    url = settings.platform_database_url
-    settings.run_folder.mkdir(parents=True)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(db.MIGRATIONS))
-    with db.engine_for(url).begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
+    with database_at(settings, "0002") as conn:
         for rid, status, owner in (("a", "running", "w1"), ("b", "exporting", None), ("c", "exporting", "w2")):
             conn.execute(
                 text(

@@ -68,11 +68,7 @@ class Lifecycle:
                     for alias, version in moves:
                         old = current.get(alias)
                         written.append(alias)
-                        if version is None:
-                            with suppress(NotFoundError):  # already gone from the registry
-                                self.registry.delete_alias(name, alias)
-                        else:
-                            self.registry.set_alias(name, alias, version)  # again, even if unchanged: resyncs
+                        self._write(name, alias, version)  # even if unchanged: it resyncs the registry
                         if old != version:
                             kind = "alias_removed" if version is None else "alias_set"
                             events.append(
@@ -95,6 +91,7 @@ class Lifecycle:
         return events
 
     def _write(self, name: str, alias: str, version: str | None) -> None:
+        """Point the registry's alias at version, or remove it (None; already gone is fine)."""
         if version is None:
             with suppress(NotFoundError):
                 self.registry.delete_alias(name, alias)

@@ -79,12 +79,7 @@ def hold_lease(session: Session, lease: Lease) -> None:
     A write, not a read: it takes the row lock (PostgreSQL) or the write lock (SQLite), so
     no claim can take the request over before the caller commits. ClaimLost when not held.
     """
-    changed = session.execute(
-        update(TrainingRequest)
-        .where(TrainingRequest.request_id == lease.request_id, TrainingRequest.lease == lease.token)
-        .where(TrainingRequest.status.in_(list(OWNED)))
-        .values(heartbeat_at=utcnow())
-    )
+    changed = session.execute(update(TrainingRequest).where(*_held(lease)).values(heartbeat_at=utcnow()))
     if rowcount(changed) != 1:
         raise ClaimLost(lease, session.get(TrainingRequest, lease.request_id))
 
@@ -213,17 +208,8 @@ class RequestStore:
         if not target.owned:
             values.setdefault("owner", None)
         now = utcnow()
-        with self._sessions.begin() as session:
-            changed = session.execute(
-                update(TrainingRequest)
-                .where(
-                    TrainingRequest.request_id == lease.request_id,
-                    TrainingRequest.lease == lease.token,
-                    TrainingRequest.status.in_(sources),
-                )
-                .values(status=target, updated_at=now, heartbeat_at=now, **values)
-            ).rowcount
-        if changed != 1:
+        where = (*_held(lease), TrainingRequest.status.in_(sources))
+        if not self._update_one(where, status=target, updated_at=now, heartbeat_at=now, **values):
             row = self.get(lease.request_id)
             if row is not None and row.lease == lease.token and State(row.status).owned:
                 check(State(row.status), target)  # held, but this transition does not exist: a bug
@@ -244,26 +230,12 @@ class RequestStore:
         if lease is not None:
             self.advance(lease, State.FAILED, error=reason)
             return True
-        with self._sessions.begin() as session:
-            return (
-                session.execute(
-                    update(TrainingRequest)
-                    .where(TrainingRequest.request_id == request_id, TrainingRequest.status.in_(list(WAITING)))
-                    .values(status=State.FAILED, owner=None, error=reason, updated_at=utcnow())
-                ).rowcount
-                == 1
-            )
+        waiting = (TrainingRequest.request_id == request_id, TrainingRequest.status.in_(list(WAITING)))
+        return self._update_one(waiting, status=State.FAILED, owner=None, error=reason, updated_at=utcnow())
 
     def note(self, lease: Lease, **values: Any) -> None:
         """Record something (run id, version) on a request this lease holds; ClaimLost otherwise."""
-        with self._sessions.begin() as session:
-            changed = session.execute(
-                update(TrainingRequest)
-                .where(TrainingRequest.request_id == lease.request_id, TrainingRequest.lease == lease.token)
-                .where(TrainingRequest.status.in_(list(OWNED)))
-                .values(updated_at=utcnow(), **values)
-            ).rowcount
-        if changed != 1:
+        if not self._update_one(_held(lease), updated_at=utcnow(), **values):
             raise ClaimLost(lease, self.get(lease.request_id))
 
     def ensure(self, lease: Lease) -> None:
@@ -273,16 +245,14 @@ class RequestStore:
 
     def beat(self, lease: Lease) -> bool:
         """Say the holder is alive; False when the lease is no longer held."""
+        return self._update_one(_held(lease), heartbeat_at=utcnow())
+
+    def _update_one(self, where: tuple[Any, ...], short_wait: bool = False, **values: Any) -> bool:
+        """One conditional UPDATE in its own transaction: whether it matched the row (a miss is no error)."""
         with self._sessions.begin() as session:
-            return (
-                session.execute(
-                    update(TrainingRequest)
-                    .where(TrainingRequest.request_id == lease.request_id, TrainingRequest.lease == lease.token)
-                    .where(TrainingRequest.status.in_(list(OWNED)))
-                    .values(heartbeat_at=utcnow())
-                ).rowcount
-                == 1
-            )
+            if short_wait:
+                _short_lock_wait(session)
+            return rowcount(session.execute(update(TrainingRequest).where(*where).values(**values))) == 1
 
     @contextmanager
     def heartbeat(self, lease: Lease, every: float) -> Iterator[threading.Event]:
@@ -314,84 +284,63 @@ class RequestStore:
         values: dict[str, Any] = {"published_at": utcnow(), "broker_epoch": epoch}
         if resent:
             values["republishes"] = TrainingRequest.republishes + 1
-        with self._sessions.begin() as session:
-            return (
-                rowcount(
-                    session.execute(
-                        update(TrainingRequest)
-                        .where(TrainingRequest.request_id == request_id, TrainingRequest.status == state)
-                        .values(**values)
-                    )
-                )
-                == 1
-            )
+        where = (TrainingRequest.request_id == request_id, TrainingRequest.status == state)
+        return self._update_one(where, **values)
 
     def abandon(self, row: TrainingRequest, reason: str) -> bool:
         """Fail a request whose worker stopped beating, if nobody took it over since `row` was read."""
-        with self._sessions.begin() as session:
-            _short_lock_wait(session)
-            return (
-                rowcount(
-                    session.execute(
-                        update(TrainingRequest)
-                        .where(
-                            TrainingRequest.request_id == row.request_id,
-                            TrainingRequest.lease == row.lease,
-                            TrainingRequest.status == row.status,
-                            TrainingRequest.heartbeat_at < utcnow() - self.stale_after,
-                        )
-                        .values(status=State.FAILED, owner=None, error=reason, updated_at=utcnow())
-                    )
-                )
-                == 1
-            )
+        where = (*_unchanged(row), TrainingRequest.heartbeat_at < utcnow() - self.stale_after)
+        return self._update_one(
+            where, short_wait=True, status=State.FAILED, owner=None, error=reason, updated_at=utcnow()
+        )
 
     def take_republish(self, row: TrainingRequest, epoch: str, again_after: dt.timedelta) -> bool:
         """Reserve a re-publication for a stale lease (compare-and-set): once per lease, again only
         if the broker lost it (a new epoch) or `again_after` passed without a takeover."""
         now = utcnow()
-        with self._sessions.begin() as session:
-            _short_lock_wait(session)
-            return (
-                rowcount(
-                    session.execute(
-                        update(TrainingRequest)
-                        .where(
-                            TrainingRequest.request_id == row.request_id,
-                            TrainingRequest.lease == row.lease,
-                            TrainingRequest.status == row.status,
-                            or_(
-                                TrainingRequest.republished_lease.is_(None),
-                                TrainingRequest.republished_lease != row.lease,
-                                TrainingRequest.broker_epoch.is_(None),
-                                TrainingRequest.broker_epoch != epoch,
-                                TrainingRequest.published_at < now - again_after,
-                            ),
-                        )
-                        .values(
-                            republished_lease=row.lease,
-                            published_at=now,
-                            broker_epoch=epoch,
-                            republishes=TrainingRequest.republishes + 1,
-                        )
-                    )
-                )
-                == 1
-            )
+        due = or_(
+            TrainingRequest.republished_lease.is_(None),
+            TrainingRequest.republished_lease != row.lease,
+            TrainingRequest.broker_epoch.is_(None),
+            TrainingRequest.broker_epoch != epoch,
+            TrainingRequest.published_at < now - again_after,
+        )
+        return self._update_one(
+            (*_unchanged(row), due),
+            short_wait=True,
+            republished_lease=row.lease,
+            published_at=now,
+            broker_epoch=epoch,
+            republishes=TrainingRequest.republishes + 1,
+        )
 
     def undo_republish(self, row: TrainingRequest) -> None:
         """The message could not be sent after all: put back what `row` (read before the
         reservation) had, so the next pass tries again."""
-        with self._sessions.begin() as session:
-            session.execute(
-                update(TrainingRequest)
-                .where(TrainingRequest.request_id == row.request_id, TrainingRequest.lease == row.lease)
-                .values(
-                    republished_lease=row.republished_lease,
-                    published_at=row.published_at,
-                    broker_epoch=row.broker_epoch,
-                )
-            )
+        self._update_one(
+            (TrainingRequest.request_id == row.request_id, TrainingRequest.lease == row.lease),
+            republished_lease=row.republished_lease,
+            published_at=row.published_at,
+            broker_epoch=row.broker_epoch,
+        )
+
+
+def _held(lease: Lease) -> tuple[Any, ...]:
+    """The row, while this lease holds it (in an owned state)."""
+    return (
+        TrainingRequest.request_id == lease.request_id,
+        TrainingRequest.lease == lease.token,
+        TrainingRequest.status.in_(list(OWNED)),
+    )
+
+
+def _unchanged(row: TrainingRequest) -> tuple[Any, ...]:
+    """The row, while nobody has claimed or moved it since `row` was read."""
+    return (
+        TrainingRequest.request_id == row.request_id,
+        TrainingRequest.lease == row.lease,
+        TrainingRequest.status == row.status,
+    )
 
 
 def _short_lock_wait(session: Session) -> None:
