@@ -168,3 +168,21 @@ def test_a_stale_lease_is_republished_once_unless_the_broker_lost_it(settings, m
     store.undo_republish(before)  # say the send failed: the reservation is given back
     assert store.take_republish(store.get("r7"), "epoch-b", hour)  # so the next pass sends it
     assert not store.take_republish(store.get("r7"), "epoch-b", hour)
+
+
+def test_a_busy_answer_rearms_the_republish_of_its_lease(settings, monkeypatch) -> None:
+    """The reconciler's one message for a lease, answered 'busy' by a live holder, is spent:
+    if the holder dies later, the reconciler may send another."""
+    import datetime as dt
+
+    store = stale_store(monkeypatch, "0.3")
+    store.create("r8", "m", {}, "manual")
+    lease = store.claim_training("r8", "w1").lease
+    time.sleep(0.4)  # the holder looks dead (a slow TensorFlow import, say) ...
+    hour = dt.timedelta(hours=1)
+    assert store.take_republish(store.get("r8"), "e", hour)
+    assert store.beat(lease)  # ... but it was alive: the message finds it busy
+    assert store.claim_training("r8", "w2").state == "busy"
+    time.sleep(0.4)  # now it died
+    assert store.take_republish(store.get("r8"), "e", hour)
+    assert not store.take_republish(store.get("r8"), "e", hour)  # still one outstanding at most

@@ -120,8 +120,9 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines drown the worker log
     retry_in = None if self.request.retries >= settings.max_retries else backoff(self.request.retries)
     t = time.perf_counter()
-    try:
-        import tensorflow  # noqa: F401 - timed apart: benchmarks exclude it, as they exclude it for plain Keras
+    try:  # seconds on a busy machine: the lease is kept alive meanwhile, or the reconciler would think it dead
+        with platform.requests.heartbeat(claim.lease, settings.heartbeat_seconds):
+            import tensorflow  # noqa: F401 - timed apart: benchmarks exclude it, as they exclude it for plain Keras
     except BaseException as err:  # a broken install: the request fails with the reason, not silently
         raise end_attempt(platform, claim.row.model, claim.lease, err, None, "training") from err
     import_s = time.perf_counter() - t

@@ -193,6 +193,10 @@ class RequestStore:
             return Claim("claimed", row, Lease(request_id, int(token), owner), took_over)
         if row.status == State.FAILED:
             return Claim("failed", row)
+        if row.republished_lease == row.lease and State(row.status).owned:
+            # This may be the reconciler's one message for this lease, answered by a live holder:
+            # should the holder die later, the reconciler may send another (one outstanding at most).
+            self._update_one((*_unchanged(row), TrainingRequest.republished_lease == row.lease), republished_lease=None)
         stage_done = row.status == State.SUCCEEDED or (
             target == State.TRAINING and row.status in (State.TRAINED, State.EXPORTING)
         )
