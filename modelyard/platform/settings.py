@@ -59,6 +59,31 @@ class Settings(BaseSettings):
         "(a safety net for a message lost without a broker restart).",
     )
 
+    # The HTTP service (`modelyard serve`, part of `modelyard up`).
+    api_host: str = Field("127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(8790, ge=1, le=65535, description="Port the API listens on.")
+    api_anonymous: bool = Field(
+        False,
+        description="Embedded mode on 127.0.0.1 only: requests without a token act as 'local' with every "
+        "scope. Refused in server mode or on another address.",
+    )
+    api_max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    api_request_timeout: float = Field(30.0, gt=0, description="Seconds an inference may wait (loading included).")
+    token_cache_seconds: float = Field(
+        2.0, ge=0, description="How long the API trusts a checked token before reading it again (revocation delay)."
+    )
+    serve_max_batch: int = Field(32, ge=1, description="Largest dynamic batch, in rows (1: no batching).")
+    serve_max_delay_ms: float = Field(1.0, ge=0, description="How long a batch waits for more requests.")
+    serve_max_rows: int = Field(1024, ge=1, description="Most rows one inference request may carry.")
+    serve_poll_seconds: float = Field(1.0, gt=0, description="How often the server checks where `champion` points.")
+    serve_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session (0: one per core).")
+    inference_log_sample_rate: float = Field(
+        1.0, ge=0, le=1, description="Share of served requests written to the inference log."
+    )
+    inference_log_max_backlog: int = Field(
+        100_000, ge=100, description="Predictions queued for the log before the oldest are dropped (counted)."
+    )
+
     @cached_property
     def root(self) -> Path:
         return self.home.expanduser().resolve()

@@ -138,6 +138,19 @@ def parse_spec(data: Any, where: str = "(inline)") -> TrainSpec:
         raise SpecError(describe_validation_error(err, where)) from None
 
 
+def parse_spec_text(text: str, where: str) -> TrainSpec:
+    """A spec sent as text (YAML, or JSON, which YAML reads too), as from an HTTP body."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"training spec {where} is not valid YAML or JSON{line}.") from None
+    return parse_spec(data, where)
+
+
 def load_spec(path: str | Path) -> TrainSpec:
     """Read a YAML spec; relative dataset paths are made absolute against its folder."""
     import yaml

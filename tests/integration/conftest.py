@@ -217,6 +217,34 @@ def start_up(tmp_path: Path) -> Iterator:
         up.stop()
 
 
+@dataclass
+class Api:
+    """A `modelyard serve` process and how to reach it."""
+
+    url: str
+    process: Worker
+
+    def headers(self, token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator:
+    """Start `modelyard serve` on a free port of 127.0.0.1 with the given environment; stopped after the test."""
+    started: list[Worker] = []
+
+    def start(env: dict[str, str]) -> Api:
+        port = _free_port()
+        log = tmp_path / f"api-{len(started)}.log"
+        env = {**env, "MODELYARD_API_PORT": str(port), "MODELYARD_API_HOST": "127.0.0.1"}
+        started.append(_spawn(log, ["serve"], env, "Application startup complete", "modelyard serve"))
+        return Api(f"http://127.0.0.1:{port}", started[-1])
+
+    yield start
+    for api in started:
+        api.stop()
+
+
 def env_of(settings) -> dict[str, str]:
     """The MODELYARD_* variables that reproduce these settings in a subprocess."""
     env = {}

@@ -58,7 +58,19 @@ def start_workers(settings: Settings, console: Console) -> subprocess.Popen | No
             return None
     console.print("starting workers (`modelyard up`) for the demo")
     return subprocess.Popen(
-        [sys.executable, "-m", "modelyard.platform.cli.main", "up"],
+        # The demo needs workers and beat; the API (`modelyard up` starts it too) is not part of it.
+        [
+            sys.executable,
+            "-m",
+            "modelyard.platform.cli.main",
+            "up",
+            "--only",
+            "train",
+            "--only",
+            "export",
+            "--only",
+            "beat",
+        ],
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from modelyard.errors import ModelyardError, NotFoundError
+from modelyard.errors import ModelyardError
 
 cli = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Train, register, gate, promote and roll back models."
@@ -143,17 +143,10 @@ def versions(name: str, as_json: JsonOpt = False) -> None:
 @cli.command()
 def show(ref: Annotated[str, typer.Argument(help="NAME@alias or NAME/VERSION")], as_json: JsonOpt = False) -> None:
     """One version: aliases, tags, test metrics, run."""
-    from modelyard.platform.cli.views import export_report, print_version
-    from modelyard.platform.registry.base import resolve
+    from modelyard.platform.cli.views import print_version
+    from modelyard.platform.jobs.operations import version_detail
 
-    registry = _registry()
-    info = resolve(registry, ref)
-    metrics = registry.run_metrics(info.run_id) if info.run_id else {}
-    data = {
-        **info.as_dict(),
-        "metrics": {k: v for k, v in sorted(metrics.items())},
-        "export": export_report(info.run_id),
-    }
+    data = version_detail(_platform(), ref)
     if as_json:
         return _print_json(data)
     print_version(out, data)
@@ -168,21 +161,13 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Export a version to ONNX variants on the `export` queue; tags name the variant per target."""
-    from modelyard.exporters.spec import TARGETS
-    from modelyard.platform.jobs.celery_app import EXPORT_TASK, create_app
+    from modelyard.platform.jobs.operations import queue_export
     from modelyard.platform.jobs.submit import wait_for_task
-    from modelyard.platform.registry.base import resolve
 
-    unknown = [t for t in target or [] if t not in TARGETS]
-    if unknown:
-        raise ModelyardError(f"unknown target '{unknown[0]}' (targets: {', '.join(TARGETS)}).")
-    info = resolve(_registry(), ref)
-    payload = {"name": info.name, "version": info.version, "targets": target or None, "actor": "cli"}
-    task_id = f"export-{info.name}-{info.version}-{uuid.uuid4().hex[:8]}"
-    create_app(_settings()).send_task(EXPORT_TASK, args=[payload], task_id=task_id)
+    task_id, name, version = queue_export(_platform(), ref, target, "cli")
     if not wait:
-        return out.print(f"queued export of {info.name}/{info.version} ({task_id})")
-    summary = dict(wait_for_task(_settings(), task_id, f"export of {info.name}/{info.version}", timeout, as_json))
+        return out.print(f"queued export of {name}/{version} ({task_id})")
+    summary = dict(wait_for_task(_settings(), task_id, f"export of {name}/{version}", timeout, as_json))
     if as_json:
         return _print_json(summary)
     from modelyard.platform.cli.views import print_export
@@ -198,11 +183,9 @@ def promote(
     force: Annotated[bool, typer.Option("--force", help="Serve a version that is not deployable.")] = False,
 ) -> None:
     """Make a version champion; the current champion becomes previous."""
-    from modelyard.platform.registry.base import resolve
+    from modelyard.platform.jobs.operations import promote as promote_version
 
-    lifecycle = _lifecycle()
-    info = resolve(lifecycle.registry, ref, default_alias="challenger")
-    for e in lifecycle.promote(info.name, info.version, actor, reason, force=force):
+    for e in promote_version(_platform(), ref, actor, reason, force=force):
         out.print(f"{e.alias}: {e.from_version or '-'} -> {e.to_version or '-'}")
 
 
@@ -215,19 +198,19 @@ def rollback(
     force: Annotated[bool, typer.Option("--force", help="Serve a version that is not deployable.")] = False,
 ) -> None:
     """Restore `previous` (or --to VERSION) as champion."""
-    for e in _lifecycle().rollback(name, actor, reason, to, force=force):
+    from modelyard.platform.jobs.operations import rollback as roll_back
+
+    for e in roll_back(_platform(), name, actor, reason, to, force=force):
         out.print(f"{e.alias}: {e.from_version or '-'} -> {e.to_version or '-'}")
 
 
 @cli.command()
 def history(name: str, as_json: JsonOpt = False) -> None:
     """Every lifecycle event of a model, oldest first (the audit log)."""
-    from modelyard.platform.cli.views import event_rows, print_timeline
+    from modelyard.platform.cli.views import print_timeline
+    from modelyard.platform.jobs.operations import history_rows
 
-    audit = _audit()
-    if not audit.knows(name):  # a clear error, not an empty table
-        raise NotFoundError(f"model '{name}' is not registered.")
-    rows = event_rows(audit.history(name))
+    rows = history_rows(_audit(), name)
     if as_json:
         return _print_json(rows)
     print_timeline(out, rows, title=f"history of {name}")
@@ -247,19 +230,9 @@ def requests(
     as_json: JsonOpt = False,
 ) -> None:
     """Training requests with their state, owner, attempts and last error (what the reconciler drives)."""
-    from modelyard.platform.cli.views import request_rows
-    from modelyard.platform.store.states import FINAL, State
+    from modelyard.platform.jobs.operations import find_requests
 
-    wanted: set[State] = set()
-    for s in state or []:
-        if s == "unfinished":
-            wanted |= {x for x in State if x not in FINAL}
-        elif s in {x.value for x in State}:
-            wanted.add(State(s))
-        else:
-            names = ", ".join([x.value for x in State] + ["unfinished"])
-            raise ModelyardError(f"unknown state '{s}' (states: {names}).")
-    rows = request_rows(_platform().requests.find(sorted(wanted), model, limit))
+    rows = find_requests(_platform(), state, model, limit)
     if as_json:
         return _print_json(rows)
     table = Table("request", "model", "state", "version", "owner", "attempts", "updated", "last error")
@@ -274,7 +247,7 @@ def requests(
             r["updated"],
             (r["error"] or "-")[:80],
         )
-    out.print(table if rows else "no training requests" + (" in these states" if wanted else " yet"))
+    out.print(table if rows else "no training requests" + (" in these states" if state else " yet"))
 
 
 @cli.command()
@@ -294,13 +267,70 @@ def worker(
 def up(
     only: Annotated[
         list[str] | None,
-        typer.Option(help="Run only these parts (repeatable): train (one worker per GPU), export, beat."),
+        typer.Option(help="Run only these parts (repeatable): train (one worker per GPU), export, beat, api."),
     ] = None,
 ) -> None:
-    """Start workers for every queue and beat, supervised and restarted; Ctrl-C stops them."""
+    """Start workers for every queue, beat and the HTTP API, supervised and restarted; Ctrl-C stops them."""
     from modelyard.platform.jobs.supervisor import PARTS, Supervisor
 
     sys.exit(Supervisor(_settings(), out, only=frozenset(only) if only else PARTS).run())
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address; default MODELYARD_API_HOST (127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port; default MODELYARD_API_PORT (8790).")] = None,
+) -> None:
+    """Run the HTTP API: registry, inference (Open Inference Protocol), ingest, tokens; docs at /docs."""
+    from modelyard.platform.api.serve import run
+
+    overrides = {k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None}
+    run(_settings().model_copy(update=overrides) if overrides else _settings())
+
+
+token_cli = typer.Typer(no_args_is_help=True, help="Bearer tokens of the HTTP API (stored hashed).")
+cli.add_typer(token_cli, name="token")
+
+
+@token_cli.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="Who uses it (kept as the actor in the audit log).")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", "-s", help="read, infer, ingest, operate, admin (repeatable).")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    from modelyard.platform.store.tokens import TokenStore, check_scopes
+
+    token = TokenStore(_settings()).create(name, scope, "cli")
+    if as_json:
+        return _print_json({"name": name, "token": token, "scopes": list(check_scopes(scope))})
+    out.print(f"token [bold]{name}[/bold] ({', '.join(check_scopes(scope))}); shown once, keep it secret:")
+    typer.echo(token)
+
+
+@token_cli.command("list")
+def token_list(as_json: JsonOpt = False) -> None:
+    """Tokens: name, scopes, created, revoked, last used (never the token itself)."""
+    from modelyard.platform.store.tokens import TokenStore
+
+    found = TokenStore(_settings()).list()
+    if as_json:
+        return _print_json([t.as_dict() for t in found])
+    table = Table("name", "prefix", "scopes", "created", "last used", "revoked")
+    for t in found:
+        table.add_row(t.name, t.prefix + "…", " ".join(t.scopes), t.created, t.last_used or "-", t.revoked or "-")
+    out.print(table if found else "no tokens yet (`modelyard token create NAME --scope read`)")
+
+
+@token_cli.command("revoke")
+def token_revoke(name: str) -> None:
+    """Revoke a token: the API refuses it from now on (a running server within MODELYARD_TOKEN_CACHE_SECONDS)."""
+    from modelyard.platform.store.tokens import TokenStore
+
+    info = TokenStore(_settings()).revoke(name)
+    out.print(f"token {info.name} revoked at {info.revoked} UTC")
 
 
 @cli.command()

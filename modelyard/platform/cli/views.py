@@ -7,9 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from modelyard.errors import NotFoundError
-from modelyard.platform.store.audit import AuditLog
-from modelyard.platform.store.db import Event
+from modelyard.platform.jobs.operations import event_rows, export_report, model_rows, request_rows, version_rows
+
+__all__ = ["event_rows", "export_report", "model_rows", "request_rows", "version_rows"]  # the rows --json prints
 
 KIND_STYLE = {
     "exported": "blue",
@@ -25,75 +25,6 @@ KIND_STYLE = {
     "duplicate_archived": "yellow",
     "request_failed": "red",
 }
-
-
-def model_rows(audit: AuditLog) -> list[dict[str, Any]]:
-    aliases = audit.aliases()
-    return [
-        {"name": name, "latest_version": latest, "aliases": aliases.get(name, {}), "description": ""}
-        for name, latest in audit.models().items()
-    ]
-
-
-def version_rows(audit: AuditLog, name: str) -> list[dict[str, Any]]:
-    found = audit.versions(name)
-    if not found:
-        raise NotFoundError(f"model '{name}' is not registered.")
-    aliases = audit.aliases(name).get(name, {})
-    return [
-        {
-            "version": v.version,
-            "aliases": sorted(a for a, to in aliases.items() if to == v.version),
-            "created": v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            "run_id": v.run_id,
-            "trigger": v.trigger,
-            "request_id": v.request_id,
-            "dataset_sha256": v.dataset_sha256,
-            "parent_version": v.parent_version,
-        }
-        for v in found
-    ]
-
-
-def request_rows(rows: list[Any]) -> list[dict[str, Any]]:
-    """Training requests as `modelyard requests` shows them (rows of store.db.TrainingRequest)."""
-    return [
-        {
-            "request_id": r.request_id,
-            "model": r.model,
-            "state": r.status,
-            "trigger": r.trigger,
-            "version": r.version,
-            "owner": r.owner,
-            "lease": r.lease,
-            "attempts": r.attempts,
-            "export_attempts": r.export_attempts,
-            "takeovers": r.takeovers,
-            "heartbeat": r.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S") if r.heartbeat_at else None,
-            "updated": r.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
-            "error": r.error,
-        }
-        for r in rows
-    ]
-
-
-def event_rows(events: list[Event]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": e.id,
-            "time": e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            "model": e.model,
-            "kind": e.kind,
-            "alias": e.alias,
-            "from": e.from_version,
-            "to": e.to_version,
-            "actor": e.actor,
-            "reason": e.reason,
-            "evidence": e.evidence,
-            "request_id": e.request_id,
-        }
-        for e in events
-    ]
 
 
 def _what(row: dict[str, Any]) -> str:
@@ -155,18 +86,6 @@ def print_version(console: Console, data: dict[str, Any]) -> None:
             targets or "-",
         )
     console.print(table)
-
-
-def export_report(run_id: str | None) -> dict[str, Any] | None:
-    """The version's export_report.json, or None before its first export."""
-    if not run_id:
-        return None
-    import mlflow
-
-    try:
-        return dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/export/export_report.json"))
-    except Exception:  # no export yet (MLflow raises several types for a missing artifact)
-        return None
 
 
 def print_export(console: Console, summary: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from modelyard.errors import DatasetError, ModelyardError, SpecError
 from modelyard.platform.settings import Settings
+from modelyard.trainers.spec import TrainSpec
 
 TRAIN_HINT = "waiting for a train worker (start workers with `modelyard up`)"
 EXPORT_HINT = "waiting for an export worker (start workers with `modelyard up`)"
@@ -23,12 +24,16 @@ class Submitted:
 
 def submit_training(
     settings: Settings,
-    spec_path: Path | str,
+    spec_source: Path | str | TrainSpec,
     request_id: str,
     trigger: str = "manual",
     overrides: dict[str, Any] | None = None,
+    actor: str = "cli",
 ) -> Submitted:
-    """Validate the request, the spec, its export block and a local dataset here, record the request, queue it."""
+    """Validate the request, the spec, its export block and a local dataset here, record the request, queue it.
+
+    `spec_source` is a YAML file, or a spec already parsed (the HTTP API reads it from a body).
+    """
     from modelyard.platform.jobs.celery_app import create_app
     from modelyard.platform.jobs.exporting import export_spec_of
     from modelyard.platform.jobs.outbox import wake
@@ -38,10 +43,11 @@ def submit_training(
     from modelyard.trainers.datasets import load_dataset
     from modelyard.trainers.spec import load_spec, parse_spec
 
-    spec = load_spec(spec_path)
+    spec = spec_source if isinstance(spec_source, TrainSpec) else load_spec(spec_source)
+    where = "in the request body" if isinstance(spec_source, TrainSpec) else f"in {spec_source}"
     if overrides:
-        spec = parse_spec({**spec.model_dump(mode="json"), **overrides}, str(spec_path))
-    export_spec_of(spec.export, f"in {spec_path}")  # found now, not after an hour of training
+        spec = parse_spec({**spec.model_dump(mode="json"), **overrides}, where)
+    export_spec_of(spec.export, where)  # found now, not after an hour of training
     payload = train_request(request_id, spec.model_dump(mode="json"), trigger)
     store = RequestStore(settings)
     if _is_local(spec.dataset.source):
@@ -51,7 +57,7 @@ def submit_training(
             store.create(request_id, spec.name, payload.spec, trigger)
             if store.fail(None, request_id, str(err)):
                 AuditLog(settings).record(
-                    EventRecord(spec.name, "training_failed", str(err), "cli", request_id=request_id)
+                    EventRecord(spec.name, "training_failed", str(err), actor, request_id=request_id)
                 )
             raise
     new = store.create(request_id, spec.name, payload.spec, trigger)  # first the row: the source of truth

@@ -20,7 +20,7 @@ from modelyard.errors import ModelyardError
 from modelyard.platform.settings import Settings
 
 APP = "modelyard.platform.jobs.celery_app:app"
-PARTS = frozenset({"train", "export", "beat"})  # what `modelyard up` supervises (`--only` picks)
+PARTS = frozenset({"train", "export", "beat", "api"})  # what `modelyard up` supervises (`--only` picks)
 
 
 def worker_argv(
@@ -134,7 +134,9 @@ class Supervisor:
             *trainers,
             *([Child("export+monitor", worker_argv(settings, ["export", "monitor"], 2))] if "export" in only else []),
             *([Child("beat", beat)] if "beat" in only else []),
+            *([Child("api", [sys.executable, "-m", "modelyard.platform.cli.main", "serve"])] if "api" in only else []),
         ]
+        self.api_url = f"http://{settings.api_host}:{settings.api_port}" if "api" in only else None
 
     @property
     def pidfile(self) -> Path:
@@ -159,6 +161,8 @@ class Supervisor:
         try:
             for child in self.children:
                 self._start(child, logs)
+            if self.api_url:
+                self.console.print(f"API on {self.api_url} (docs: {self.api_url}/docs; log: {logs / 'api.log'})")
             self.console.print(f"modelyard up ({self.settings.mode} mode): logs in {logs}; Ctrl-C stops")
             while not self.stopping:
                 for child in self.children:

@@ -76,7 +76,9 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
     """'NAME@alias' or 'NAME/VERSION' (or plain 'NAME') -> (name, alias, version)."""
     match = _REF.match(ref.strip())
     if not match:
-        raise NotFoundError(f"'{ref}' is not a model reference; write NAME@alias or NAME/VERSION.")
+        raise NotFoundError(
+            f"'{ref}' is not a model reference; write NAME@alias or NAME/VERSION.", code="invalid_reference"
+        )
     return match["name"], match["alias"], match["version"]
 
 
@@ -86,8 +88,10 @@ def resolve(registry: Registry, ref: str, default_alias: str = "champion") -> Ve
         return registry.get_version(name, version)
     alias = alias or default_alias
     if alias not in ALIASES:
-        raise NotFoundError(f"'{alias}' in '{ref}' is not an alias (one of {', '.join(ALIASES)}).")
+        raise NotFoundError(
+            f"'{alias}' in '{ref}' is not an alias (one of {', '.join(ALIASES)}).", code="alias_not_found"
+        )
     found = registry.get_alias(name, alias)
     if found is None:
-        raise NotFoundError(f"model '{name}' has no {alias}.")
+        raise NotFoundError(f"model '{name}' has no {alias}.", code="alias_not_set")
     return found

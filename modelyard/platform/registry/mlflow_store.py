@@ -64,7 +64,7 @@ class MlflowRegistry(Registry):
         try:
             return self._call(f"model '{name}'", lambda: self.client.get_registered_model(name))
         except NotFoundError:
-            raise NotFoundError(f"model '{name}' is not registered.") from None
+            raise NotFoundError(f"model '{name}' is not registered.", code="model_not_found") from None
 
     def list_models(self) -> list[ModelSummary]:
         models = self._call("list models", lambda: list(self.client.search_registered_models(max_results=1000)))
@@ -90,7 +90,9 @@ class MlflowRegistry(Registry):
         except NotFoundError:
             have = [v.version for v in self.list_versions(name)]
             span = f"versions {have[0]} to {have[-1]}" if have else "no versions"
-            raise NotFoundError(f"model '{name}' has no version {version} (it has {span}).") from None
+            raise NotFoundError(
+                f"model '{name}' has no version {version} (it has {span}).", code="version_not_found"
+            ) from None
 
     def get_alias(self, name: str, alias: str) -> VersionInfo | None:
         model = self._require_model(name)

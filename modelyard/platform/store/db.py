@@ -1,9 +1,11 @@
-"""The platform database: the audit log of lifecycle events and the training requests.
+"""The platform database: the audit log, training requests, API tokens and the inference log.
 
 MLflow keeps no alias history, so `events` is the audit log and the source of
 `modelyard history`; `model_versions` and `aliases` are its projections, written in the
 same transaction, so read commands need not open MLflow. `training_requests` makes
-training idempotent on the request id.
+training idempotent on the request id. `api_tokens` holds SHA-256 hashes of bearer
+tokens, never the tokens; `inference_log` and `feedback` are production data, joined by
+request id.
 The schema is created and upgraded by Alembic migrations (see migrations/).
 """
 
@@ -15,11 +17,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event, text
+from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, String, Text, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0003"  # the newest migration; a test keeps it equal to Alembic's head
+SCHEMA_HEAD = "0004"  # the newest migration; a test keeps it equal to Alembic's head
 
 
 def utcnow() -> dt.datetime:
@@ -101,6 +103,50 @@ class TrainingRequest(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token of the HTTP API: its hash, scopes and life (store/tokens.py)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # enough to recognise a token, not to use it
+    scopes: Mapped[str] = mapped_column(String(200))  # space-separated
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InferenceRecord(Base):
+    """One served (or uploaded) prediction: what went in, what came out, which version answered."""
+
+    __tablename__ = "inference_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(20))
+    request_id: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(100))  # server, a device id, upload
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)  # input name -> nested list (one row)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Feedback(Base):
+    """A label for a logged prediction, joined by request id."""
+
+    __tablename__ = "feedback"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    label: Mapped[Any] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 @cache

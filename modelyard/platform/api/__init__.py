@@ -1,0 +1,1 @@
+"""The HTTP service: registry routes, Open Inference Protocol routes, ingest, tokens (FastAPI)."""

@@ -1,0 +1,91 @@
+"""Bearer tokens with scopes: 401 without a valid token, 403 without the scope.
+
+A checked token is trusted for `token_cache_seconds` (one database read per token and
+period, not per request); revoking through the API forgets it at once, revoking from the
+CLI takes effect within that period. Anonymous local mode (embedded, 127.0.0.1, explicitly
+configured) acts as 'local' with every scope.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from modelyard.errors import AuthError, ForbiddenError, ModelyardError
+from modelyard.platform.settings import Settings
+from modelyard.platform.store.tokens import SCOPES, TokenInfo, TokenStore
+
+bearer = HTTPBearer(auto_error=False, description="A token from `modelyard token create`.")
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    scopes: tuple[str, ...]
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.tokens = TokenStore(settings)
+        self.anonymous = anonymous_allowed(settings)
+        self._ttl = settings.token_cache_seconds
+        self._cache: dict[str, tuple[float, TokenInfo]] = {}
+
+    async def principal(self, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+        if credentials is None:
+            if self.anonymous:
+                return Principal("local", tuple(SCOPES))
+            raise AuthError("this endpoint needs a bearer token (Authorization: Bearer <token>).")
+        token = credentials.credentials
+        hit = self._cache.get(token)
+        now = time.monotonic()
+        if hit is None or now - hit[0] > self._ttl:
+            info = await run_in_threadpool(self.tokens.authenticate, token)
+            if info is None:
+                self._cache.pop(token, None)
+                raise AuthError("the bearer token is unknown or revoked.")
+            await run_in_threadpool(self.tokens.touch, {info.name})
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            hit = self._cache[token] = (now, info)
+        info = hit[1]
+        return Principal(info.name, info.scopes)
+
+    def forget(self, name: str) -> None:
+        for token, (_, info) in list(self._cache.items()):
+            if info.name == name:
+                del self._cache[token]
+
+
+def anonymous_allowed(settings: Settings) -> bool:
+    """Whether requests without a token may act as 'local'; a refusal when configured where it must not be."""
+    if not settings.api_anonymous:
+        return False
+    if settings.mode != "embedded":
+        raise ModelyardError("MODELYARD_API_ANONYMOUS is refused in server mode: every request needs a token there.")
+    try:
+        loopback = ipaddress.ip_address(settings.api_host).is_loopback
+    except ValueError:
+        loopback = settings.api_host == "localhost"
+    if not loopback:
+        raise ModelyardError(f"MODELYARD_API_ANONYMOUS needs MODELYARD_API_HOST on 127.0.0.1, not {settings.api_host}.")
+    return True
+
+
+def require(scope: str) -> Depends:  # type: ignore[valid-type]
+    """A dependency: the caller, who must hold `scope` (or admin)."""
+
+    async def check(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+        auth: Authenticator = request.app.state.auth
+        who = await auth.principal(credentials)
+        if scope not in who.scopes and "admin" not in who.scopes:
+            raise ForbiddenError(f"token '{who.name}' lacks the '{scope}' scope this endpoint needs.")
+        request.scope["modelyard.actor"] = who.name
+        return who
+
+    return Depends(check)

@@ -1,0 +1,231 @@
+"""The Open Inference Protocol (KServe v2, as Triton and MLServer speak it), with Triton's binary
+tensor extension, and the ingest routes of production data (logged predictions, labels)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from modelyard.errors import InputError, UnavailableError
+from modelyard.platform.api.auth import Principal, require
+from modelyard.platform.api.schemas import (
+    ERRORS,
+    FeedbackBody,
+    InferencesBody,
+    InferRequest,
+    InferResponse,
+    Live,
+    ModelMetadata,
+    Readiness,
+    Ready,
+    Stored,
+)
+from modelyard.platform.serving.models import decode_inputs, encode_outputs
+from modelyard.platform.serving.server import ModelServer, Served
+
+router = APIRouter(tags=["inference"], responses=ERRORS)
+ingest = APIRouter(prefix="/v1", tags=["ingest"], responses=ERRORS)
+ModelName = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+VersionRef = Annotated[str, Path(pattern=r"^(\d{1,9}|champion|challenger|previous)$")]
+HEADER_LENGTH = "inference-header-content-length"
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")}
+        },
+    }
+}
+
+
+def _server(request: Request) -> ModelServer:
+    return request.app.state.server  # type: ignore[no-any-return]
+
+
+@router.get("/v2/health/live", summary="The server process answers")
+async def live() -> Live:
+    return Live(live=True)
+
+
+@router.get("/v2/health/ready", summary="The server can serve (its database answers)", responses={503: ERRORS[503]})
+async def ready(request: Request) -> Ready:
+    try:
+        await run_in_threadpool(_server(request).platform.audit.aliases, "-")
+    except Exception:
+        raise UnavailableError("the platform database does not answer.") from None
+    return Ready(ready=True)
+
+
+@router.get("/v2/models/{name}", summary="Metadata of the model's champion: inputs and outputs")
+async def metadata(request: Request, name: ModelName, _: Principal = require("read")) -> ModelMetadata:
+    served = await _server(request).champion(name)
+    return ModelMetadata(**served.model.metadata())
+
+
+@router.get("/v2/models/{name}/versions/{version}", summary="Metadata of one version (a number or an alias)")
+async def version_metadata(
+    request: Request, name: ModelName, version: VersionRef, _: Principal = require("read")
+) -> ModelMetadata:
+    served = await _server(request).version(name, version)
+    return ModelMetadata(**served.model.metadata())
+
+
+@router.get("/v2/models/{name}/ready", summary="Whether the champion is loaded", responses={503: ERRORS[503]})
+async def model_ready(request: Request, name: ModelName, _: Principal = require("read")) -> Readiness:
+    server = _server(request)
+    if not server.is_ready(name):
+        await asyncio.wait_for(server.champion(name), server.settings.api_request_timeout)  # load it, or say why not
+    return Readiness(name=name, ready=True)
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready", summary="Whether a version can serve")
+async def version_ready(
+    request: Request, name: ModelName, version: VersionRef, _: Principal = require("read")
+) -> Readiness:
+    await _server(request).version(name, version)
+    return Readiness(name=name, ready=True)
+
+
+@router.post(
+    "/v2/models/{name}/infer", summary="Infer with the champion", openapi_extra=INFER_BODY, response_model=InferResponse
+)
+async def infer(request: Request, name: ModelName, _: Principal = require("infer")) -> Response:
+    server = _server(request)
+    return await _infer(request, server, lambda: server.champion(name))
+
+
+@router.post(
+    "/v2/models/{name}/versions/{version}/infer",
+    summary="Infer with one version (a number or an alias)",
+    openapi_extra=INFER_BODY,
+    response_model=InferResponse,
+)
+async def infer_version(
+    request: Request, name: ModelName, version: VersionRef, _: Principal = require("infer")
+) -> Response:
+    server = _server(request)
+    return await _infer(request, server, lambda: server.version(name, version))
+
+
+async def _infer(request: Request, server: ModelServer, choose: Any) -> Response:
+    started = time.perf_counter()
+    raw = await request.body()
+    header, binary = _split_body(raw, request.headers.get(HEADER_LENGTH))
+    try:
+        parsed = InferRequest.model_validate_json(header)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "the body"
+        raise InputError(f"the inference request is not valid: {where}: {first.get('msg', '').rstrip('.')}.") from None
+    timeout = server.settings.api_request_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            served: Served = await choose()
+            model = served.model
+            feeds = decode_inputs(
+                model, [i.model_dump() for i in parsed.inputs], binary, server.settings.serve_max_rows
+            )
+            results = await served.batcher.infer(feeds)
+    except TimeoutError:
+        raise UnavailableError(f"the inference did not finish within {timeout:.0f} s.", code="timeout") from None
+    rid = parsed.id or request.scope.get("modelyard.request_id") or uuid.uuid4().hex
+    binary_all = bool((parsed.parameters or {}).get("binary_data_output", False))
+    wanted = [o.model_dump() for o in parsed.outputs] if parsed.outputs else None
+    tensors, chunks = encode_outputs(model, results, wanted, binary_all)
+    server.writer.add(model.name, model.version, rid, feeds, results, {})
+    metrics = server.metrics
+    metrics.inferences.labels(model.name, model.version).inc()
+    metrics.inference_latency.labels(model.name, model.version).observe(time.perf_counter() - started)
+    answer = orjson.dumps({"model_name": model.name, "model_version": model.version, "id": rid, "outputs": tensors})
+    if not chunks:
+        return Response(answer, media_type="application/json")
+    return Response(
+        answer + b"".join(chunks),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(answer))},
+    )
+
+
+def _split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes | None]:
+    """The JSON part and the binary part of a request using the binary tensor extension."""
+    if header_length is None:
+        return raw, None
+    if not header_length.isdigit() or int(header_length) > len(raw):
+        raise InputError("Inference-Header-Content-Length is not a length within the body.")
+    n = int(header_length)
+    return raw[:n], raw[n:]
+
+
+@ingest.post("/models/{name}/feedback", summary="Labels for logged predictions, by request id (all or none)")
+async def feedback(request: Request, name: ModelName, body: FeedbackBody, _: Principal = require("ingest")) -> Stored:
+    await run_in_threadpool(_server(request).writer.flush, 5.0)  # a prediction served a moment ago is written
+    store = request.app.state.inference_log
+    pairs = [(item.request_id, item.label) for item in body.labels]
+    stored = await run_in_threadpool(store.add_feedback, name, pairs, body.source)
+    return Stored(stored=stored)
+
+
+@ingest.post(
+    "/models/{name}/inferences", summary="Predictions made elsewhere (a Triton server, a device), in one batch"
+)
+async def inferences(
+    request: Request, name: ModelName, body: InferencesBody, _: Principal = require("ingest")
+) -> Stored:
+    import numpy as np
+
+    from modelyard.platform.serving.models import OIP_DTYPES
+    from modelyard.platform.store.db import utcnow
+    from modelyard.platform.store.inference import Prediction
+
+    server = _server(request)
+    rows = []
+    for i, record in enumerate(body.records):
+        model = (await server.version(name, record.version)).model
+        where = f"record {i} (request id {record.request_id})"
+        for kind, specs, given in (("input", model.inputs, record.inputs), ("output", model.outputs, record.outputs)):
+            names = [s.name for s in specs]
+            if sorted(given) != sorted(names):
+                missing = [n for n in names if n not in given]
+                extra = [n for n in given if n not in names]
+                what = (
+                    f"lacks {kind} '{missing[0]}'"
+                    if missing
+                    else f"has no {kind} '{extra[0]}' in {name}/{model.version}"
+                )
+                raise InputError(f"{where} {what} ({kind}s: {', '.join(names)}).")
+            for spec in specs:
+                try:
+                    value = np.asarray(given[spec.name], dtype=OIP_DTYPES[spec.datatype])
+                except (ValueError, TypeError, OverflowError):
+                    raise InputError(f"{where}: {kind} '{spec.name}' is not {spec.datatype} data.") from None
+                expected = [d for d in spec.shape[1:]]
+                if value.ndim != len(expected) or any(
+                    e != -1 and d != e for d, e in zip(value.shape, expected, strict=True)
+                ):
+                    raise InputError(
+                        f"{where}: {kind} '{spec.name}' has shape {list(value.shape)}; one row of it is {expected}."
+                    )
+                if value.dtype.kind == "f" and not np.isfinite(value).all():
+                    raise InputError(f"{where}: {kind} '{spec.name}' holds NaN or infinite values.")
+        rows.append(
+            Prediction(
+                model=name,
+                version=model.version,
+                request_id=record.request_id,
+                inputs=record.inputs,
+                outputs=record.outputs,
+                source=body.source,
+                meta=record.meta,
+                created_at=record.time or utcnow(),
+            )
+        )
+    stored = await run_in_threadpool(request.app.state.inference_log.append, rows)
+    return Stored(stored=stored)

@@ -1,0 +1,29 @@
+"""`modelyard serve`: uvicorn with the app, JSON access logs on stdout, no uvicorn access lines."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from modelyard.platform.settings import Settings
+
+
+def run(settings: Settings) -> None:
+    import uvicorn
+
+    from modelyard.platform.api.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stdout)
+    for noisy in ("alembic", "mlflow", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        access_log=False,  # the app writes one JSON line per request, with its id and the token's name
+        log_config=None,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )

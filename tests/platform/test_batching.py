@@ -1,0 +1,85 @@
+"""Dynamic batching and retirement on a real ONNX Runtime session (a tiny graph built here)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+
+def _model(tmp_path: Path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from modelyard.platform.serving.models import LoadedModel, TensorSpec
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1, 2, 3, 4, 5, 6])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "tiny.onnx"
+    onnx.save(model, str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x, y = TensorSpec("x", "FP32", (-1, 3)), TensorSpec("y", "FP32", (-1, 2))
+    return LoadedModel("tiny", "1", "server-cpu", "fp32", path, session, [x], [y], ["CPUExecutionProvider"])
+
+
+def test_requests_arriving_together_run_as_one_batch_and_each_gets_its_rows(tmp_path: Path) -> None:
+    from modelyard.platform.serving.batcher import Batcher
+
+    model = _model(tmp_path)
+    batches: list[int] = []
+    w = np.array([[1, 2], [3, 4], [5, 6]], dtype=np.float32)
+
+    async def main() -> None:
+        batcher = Batcher(model, 16, 0.005, ThreadPoolExecutor(2), lambda _m, rows, _s: batches.append(rows))
+        batcher.start()
+        inputs = [np.full((1 + i % 3, 3), i, dtype=np.float32) for i in range(20)]
+        results = await asyncio.gather(*(batcher.infer({"x": x}) for x in inputs))
+        for x, result in zip(inputs, results, strict=True):
+            np.testing.assert_allclose(result["y"], x @ w)
+        assert max(batches) > 1 and max(batches) <= 16 and sum(batches) == sum(len(x) for x in inputs)
+        batcher.close()  # retired (the champion moved): later requests still get answers, alone
+        late = await batcher.infer({"x": np.ones((2, 3), dtype=np.float32)})
+        np.testing.assert_allclose(late["y"], np.ones((2, 3)) @ w)
+
+    asyncio.run(main())
+
+
+def test_decoding_names_what_is_wrong(tmp_path: Path) -> None:
+    import pytest
+
+    from modelyard.errors import InputError
+    from modelyard.platform.serving.models import decode_inputs
+
+    model = _model(tmp_path)
+    ok = decode_inputs(
+        model, [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": [[1, 2, 3], [4, 5, 6]]}], None, 8
+    )
+    assert ok["x"].dtype == np.float32 and ok["x"].shape == (2, 3)
+    raw = np.arange(6, dtype=np.float32).tobytes()
+    binary = decode_inputs(
+        model, [{"name": "x", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": 24}}], raw, 8
+    )
+    np.testing.assert_array_equal(binary["x"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    bad = [
+        (
+            {"name": "x", "datatype": "FP32", "shape": [9, 3], "data": [0] * 27},
+            "has 9 rows; this server takes at most 8",
+        ),
+        ({"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, float("nan"), 2]}, "NaN or infinite"),
+        ({"name": "x", "datatype": "FP32", "shape": [0, 3], "data": []}, "empty dimension"),
+        ({"name": "x", "datatype": "FP32", "shape": [1, 3], "parameters": {"binary_data_size": 12}}, "binary data"),
+    ]
+    for tensor, words in bad:
+        with pytest.raises(InputError, match=words):
+            decode_inputs(model, [tensor], None, 8)
