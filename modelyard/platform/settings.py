@@ -73,10 +73,20 @@ class Settings(BaseSettings):
         2.0, ge=0, description="How long the API trusts a checked token before reading it again (revocation delay)."
     )
     serve_max_batch: int = Field(32, ge=1, description="Largest dynamic batch, in rows (1: no batching).")
-    serve_max_delay_ms: float = Field(1.0, ge=0, description="How long a batch waits for more requests.")
+    serve_max_delay_ms: float = Field(
+        0.0,
+        ge=0,
+        description="How long a batch waits for more requests. 0: a batch is what arrived while the previous "
+        "one ran (no wait when idle, batches grow with the load).",
+    )
     serve_max_rows: int = Field(1024, ge=1, description="Most rows one inference request may carry.")
     serve_poll_seconds: float = Field(1.0, gt=0, description="How often the server checks where `champion` points.")
-    serve_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session (0: one per core).")
+    serve_threads: int = Field(
+        1,
+        ge=0,
+        description="ONNX Runtime threads per session (0: one per core; 1 suits small models: batches, "
+        "not threads, use the cores).",
+    )
     inference_log_sample_rate: float = Field(
         1.0, ge=0, le=1, description="Share of served requests written to the inference log."
     )

@@ -43,6 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await server.start()
+        import gc
+
+        gc.freeze()  # what start-up imported (MLflow, SQLAlchemy, ...) is never scanned again: no long GC pauses
         try:
             yield
         finally:

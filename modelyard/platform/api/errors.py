@@ -65,19 +65,15 @@ def describe_validation(err: RequestValidationError) -> str:
     return f"{where}: {first.get('msg', 'is not valid').rstrip('.')}."
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(e.ModelyardError)
-    async def _user_error(request: Request, err: e.ModelyardError) -> JSONResponse:
+async def answer_error(request: Request, err: Exception) -> JSONResponse:
+    """The JSON answer to any exception a request raised."""
+    if isinstance(err, e.ModelyardError):
         status = status_of(err)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(body(str(err), err.code), status_code=status, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+    if isinstance(err, RequestValidationError):
         return JSONResponse(body(describe_validation(err), "invalid_request"), status_code=422)
-
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, err: HTTPException) -> JSONResponse:
+    if isinstance(err, HTTPException):
         message = err.detail if isinstance(err.detail, str) else "the request was refused."
         if err.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}."
@@ -85,15 +81,15 @@ def install(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}."
         code = HTTP_CODES.get(err.status_code, "http_error")
         return JSONResponse(body(message, code), status_code=err.status_code, headers=err.headers)
-
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(request: Request, err: BodyTooLarge) -> JSONResponse:
+    if isinstance(err, BodyTooLarge):
         return JSONResponse(body(str(err), "body_too_large"), status_code=413)
+    rid = request.scope.get("modelyard.request_id", "-")
+    log.error("request %s failed", rid, exc_info=err)
+    return JSONResponse(
+        body(f"internal error (request id {rid}); the server log has the details.", "internal"), status_code=500
+    )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
-        rid = request.scope.get("modelyard.request_id", "-")
-        log.exception("request %s failed", rid)
-        return JSONResponse(
-            body(f"internal error (request id {rid}); the server log has the details.", "internal"), status_code=500
-        )
+
+def install(app: FastAPI) -> None:
+    for kind in (e.ModelyardError, RequestValidationError, HTTPException, BodyTooLarge, Exception):
+        app.add_exception_handler(kind, answer_error)  # type: ignore[arg-type]

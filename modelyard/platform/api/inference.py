@@ -4,6 +4,7 @@ tensor extension, and the ingest routes of production data (logged predictions, 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from typing import Annotated, Any
@@ -15,7 +16,8 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from modelyard.errors import InputError, UnavailableError
-from modelyard.platform.api.auth import Principal, require
+from modelyard.platform.api.auth import BEARER, Principal, authorize, require
+from modelyard.platform.api.errors import answer_error
 from modelyard.platform.api.schemas import (
     ERRORS,
     FeedbackBody,
@@ -37,12 +39,13 @@ ModelName = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z
 VersionRef = Annotated[str, Path(pattern=r"^(\d{1,9}|champion|challenger|previous)$")]
 HEADER_LENGTH = "inference-header-content-length"
 INFER_BODY = {
+    **BEARER,
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")}
         },
-    }
+    },
 }
 
 
@@ -97,7 +100,8 @@ async def version_ready(
 @router.post(
     "/v2/models/{name}/infer", summary="Infer with the champion", openapi_extra=INFER_BODY, response_model=InferResponse
 )
-async def infer(request: Request, name: ModelName, _: Principal = require("infer")) -> Response:
+async def infer(request: Request, name: ModelName) -> Response:
+    await authorize(request, "infer")
     server = _server(request)
     return await _infer(request, server, lambda: server.champion(name))
 
@@ -108,9 +112,8 @@ async def infer(request: Request, name: ModelName, _: Principal = require("infer
     openapi_extra=INFER_BODY,
     response_model=InferResponse,
 )
-async def infer_version(
-    request: Request, name: ModelName, version: VersionRef, _: Principal = require("infer")
-) -> Response:
+async def infer_version(request: Request, name: ModelName, version: VersionRef) -> Response:
+    await authorize(request, "infer")
     server = _server(request)
     return await _infer(request, server, lambda: server.version(name, version))
 
@@ -229,3 +232,41 @@ async def inferences(
         )
     stored = await run_in_threadpool(request.app.state.inference_log.append, rows)
     return Stored(stored=stored)
+
+
+_INFER_PATH = re.compile(
+    r"^/v2/models/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,199})"
+    r"(?:/versions/(?P<version>\d{1,9}|champion|challenger|previous))?/infer$"
+)
+
+
+def fast_route(scope: dict) -> Any:
+    """The inference routes' hot path, or None: a POST to an infer URL whose parameters are valid.
+
+    FastAPI's routing, dependency solving and middleware layers cost more per request than the
+    model does; the middleware calls this handler directly for those requests. The FastAPI
+    routes above declare the same operations (their OpenAPI schema, /docs) and do the same work
+    through `_infer`; requests with invalid parameters go to them and get FastAPI's answer.
+    """
+    if scope.get("method") != "POST":
+        return None
+    match = _INFER_PATH.match(scope.get("path", ""))
+    if match is None:
+        return None
+    name, version = match["name"], match["version"]
+    scope["modelyard.route"] = (
+        "/v2/models/{name}/infer" if version is None else "/v2/models/{name}/versions/{version}/infer"
+    )
+
+    async def handle(receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        try:
+            await authorize(request, "infer")
+            server = _server(request)
+            choose = (lambda: server.champion(name)) if version is None else (lambda: server.version(name, version))
+            response = await _infer(request, server, choose)
+        except Exception as err:  # the same answers as the app's exception handlers (errors.py)
+            response = await answer_error(request, err)
+        await response(scope, receive, send)
+
+    return handle

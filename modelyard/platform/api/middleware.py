@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from modelyard.platform.api.errors import BodyTooLarge, body
+from modelyard.platform.api.inference import fast_route
 from modelyard.platform.serving.metrics import Metrics
 
 access = logging.getLogger("modelyard.access")
@@ -53,13 +54,17 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            fast = fast_route(scope)
+            if fast is not None:
+                await fast(limited_receive, send_with_id)
+            else:
+                await self.app(scope, limited_receive, send_with_id)
         finally:
             self._done(scope, status, started, rid)
 
     def _done(self, scope: dict, status: int, started: float, rid: str) -> None:
         seconds = time.perf_counter() - started
-        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        route = getattr(scope.get("route"), "path", None) or scope.get("modelyard.route") or "unmatched"
         method = scope.get("method", "-")
         self.metrics.requests.labels(method, route, str(status)).inc()
         self.metrics.latency.labels(method, route).observe(seconds)

@@ -123,8 +123,8 @@ def _split(s: _Served) -> list[Prediction]:
                 model=s.model,
                 version=s.version,
                 request_id=s.request_id if n == 1 else f"{s.request_id}#{i}",
-                inputs={k: v[i].tolist() for k, v in s.inputs.items()},
-                outputs={k: v[i].tolist() for k, v in s.outputs.items()},
+                inputs={k: np.ascontiguousarray(v[i]) for k, v in s.inputs.items()},  # stored as nested lists
+                outputs={k: np.ascontiguousarray(v[i]) for k, v in s.outputs.items()},
                 source="server",
                 meta=s.meta,
                 created_at=s.at,

@@ -132,6 +132,8 @@ def load_version(registry: Any, name: str, version: str, cache: Path, threads: i
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle ONNX Runtime threads spin by default: on a small machine they take the CPU the event loop needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if target == "server-gpu" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(path), options, providers=wanted)
     providers = list(session.get_providers())

@@ -149,10 +149,23 @@ class Feedback(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+def dumps(value: Any) -> str:
+    """JSON columns through orjson: several times faster than json (the inference log writes a row per
+    prediction) and numpy arrays as they are; json for what orjson refuses."""
+    import orjson
+
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        import json
+
+        return json.dumps(value)
+
+
 @cache
 def engine_for(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=dumps)
 
         @event.listens_for(engine, "connect")
         def _wal(dbapi_conn: Any, _record: Any) -> None:  # readers do not block the writer
@@ -160,7 +173,7 @@ def engine_for(url: str) -> Engine:
             dbapi_conn.execute("PRAGMA busy_timeout=30000")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, json_serializer=dumps)
 
 
 def session_factory(url: str) -> sessionmaker:

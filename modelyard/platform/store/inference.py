@@ -41,7 +41,8 @@ class InferenceLog:
         if not rows:
             return 0
         with self._sessions.begin() as session:
-            session.execute(insert(InferenceRecord), [vars(r) for r in rows])
+            table = InferenceRecord.__table__  # Core, not the ORM: no per-row bookkeeping
+            session.execute(insert(table), [vars(r) for r in rows])  # type: ignore[arg-type]
         return len(rows)
 
     def add_feedback(self, model: str, labels: Sequence[tuple[str, Any]], source: str) -> int:
