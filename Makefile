@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-$(RUNTIME)
 DEV_STAMP := $(VENV)/.installed-$(RUNTIME)-dev
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo test test-unit lint format services bench bench-export bench-read bench-duplicates clean
+.PHONY: install install-dev demo test test-unit lint format services bench bench-export bench-read bench-duplicates bench-serve clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -58,6 +58,9 @@ bench-read: install-dev
 
 bench-duplicates: install-dev
 	$(BIN)/python bench/duplicate_delivery.py
+
+bench-serve: install-dev
+	$(BIN)/python bench/serve_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

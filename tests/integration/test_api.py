@@ -369,6 +369,30 @@ def test_hot_swap_under_load_fails_no_request_and_serves_the_new_champion(served
     assert 'modelyard_hot_swaps_total{model="digits"}' in metrics and "modelyard_batch_rows_bucket" in metrics
 
 
+def test_modelyard_up_serves_the_api(served: Served, start_up) -> None:
+    """Embedded mode: `modelyard up --only api` (what plain `up` starts beside the workers) answers on its port."""
+    port = _free_port()
+    up = start_up({**served.env, "MODELYARD_API_PORT": str(port)}, "api")
+    assert f"API on http://127.0.0.1:{port}" in up.text()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, up.text()[-2000:]
+        time.sleep(0.3)
+    tensor = {"name": "images", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": _digits(1).reshape(-1).tolist()}
+    answer = requests.post(
+        f"http://127.0.0.1:{port}/v2/models/digits/infer",
+        json={"inputs": [tensor]},
+        headers={"Authorization": f"Bearer {served.tokens['infer']}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200 and answer.json()["model_version"] == "2"
+
+
 def test_fuzzing_from_the_openapi_schema_finds_no_server_error(served: Served) -> None:
     """Property-based, every operation, inputs valid and invalid by the schema (last in this module: it
     changes state): no 5xx, and every status, content type and body as the schema documents them."""

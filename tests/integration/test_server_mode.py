@@ -45,7 +45,7 @@ def write_spec(folder: Path, spec: dict) -> Path:
     return path
 
 
-def test_train_registers_promotes_and_dedups_on_redis(server_settings, start_worker, tmp_path: Path) -> None:
+def test_train_registers_promotes_and_dedups_on_redis(server_settings, start_worker, start_api, tmp_path: Path) -> None:
     from modelyard.platform.jobs.submit import follow, submit_training
     from modelyard.platform.registry.mlflow_store import MlflowRegistry
     from modelyard.platform.store.audit import AuditLog
@@ -76,3 +76,27 @@ def test_train_registers_promotes_and_dedups_on_redis(server_settings, start_wor
     kinds = [e.kind for e in AuditLog(server_settings).history(name)]
     assert kinds[:4] == ["registered", "alias_set", "exported", "gate_passed"]
     assert "alias_set" in kinds[4:]
+
+    # The API in server mode: the champion served from the MLflow server's artifacts, the prediction
+    # logged in PostgreSQL, the token checked against PostgreSQL.
+    import requests
+
+    from modelyard.platform.store.inference import InferenceLog
+    from modelyard.platform.store.tokens import TokenStore
+
+    token = TokenStore(server_settings).create(f"srv-{name}", ["infer"], "test")
+    api = start_api(env_of(server_settings))
+    tensor = {"name": "images", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0.5] * 64}
+    answer = requests.post(
+        f"{api.url}/v2/models/{name}/infer",
+        json={"id": f"srv-{name}", "inputs": [tensor]},
+        headers=api.headers(token),
+        timeout=60,
+    )
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1", answer.text
+    assert requests.get(f"{api.url}/v1/models", headers=api.headers(token), timeout=10).status_code == 403
+    deadline = time.monotonic() + 10
+    while not InferenceLog(server_settings).recent(name):
+        assert time.monotonic() < deadline, "the prediction never reached the inference log"
+        time.sleep(0.2)
+    assert InferenceLog(server_settings).recent(name)[0].request_id == f"srv-{name}"

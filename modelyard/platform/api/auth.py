@@ -91,9 +91,9 @@ async def authorize(request: Request, scope: str) -> Principal:
 
 
 def _check(request: Request, who: Principal, scope: str) -> Principal:
+    request.scope["modelyard.actor"] = who.name  # the access log names who was served, or refused
     if scope not in who.scopes and "admin" not in who.scopes:
         raise ForbiddenError(f"token '{who.name}' lacks the '{scope}' scope this endpoint needs.")
-    request.scope["modelyard.actor"] = who.name
     return who
 
 
