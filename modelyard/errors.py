@@ -60,6 +60,12 @@ class LifecycleError(ModelyardError):
     code = "lifecycle_conflict"
 
 
+class ConflictError(ModelyardError):
+    """What is asked for would duplicate something that exists (409)."""
+
+    code = "conflict"
+
+
 class InputError(ModelyardError):
     """A request's data does not match what it is sent to (a model's signature, an ingest format)."""
 

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         description="Embedded mode on 127.0.0.1 only: requests without a token act as 'local' with every "
         "scope. Refused in server mode or on another address.",
     )
+    api_data_root: Path | None = Field(
+        None, description="Folder whose files a training spec sent over HTTP may name; default: <home>/data."
+    )
+    api_allow_custom_architectures: bool = Field(
+        False, description="Let specs sent over HTTP name `module:function` architectures (code run on workers)."
+    )
     api_max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
     api_request_timeout: float = Field(30.0, gt=0, description="Seconds an inference may wait (loading included).")
     token_cache_seconds: float = Field(
@@ -129,6 +135,10 @@ class Settings(BaseSettings):
     @property
     def effective_visibility_timeout(self) -> int:
         return self.visibility_timeout or self.train_time_limit + 3600
+
+    @property
+    def api_data_folder(self) -> Path:
+        return (self.api_data_root or self.root / "data").expanduser().resolve()
 
     @property
     def queue_folder(self) -> Path:

@@ -143,6 +143,9 @@ def parse_spec_text(text: str, where: str) -> TrainSpec:
     import yaml
 
     try:
+        # Aliases are refused: a few hundred bytes of nested aliases expand to gigabytes when dumped.
+        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise SpecError(f"training spec {where} uses YAML aliases (*name); write the values out.")
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)

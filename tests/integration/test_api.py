@@ -220,7 +220,7 @@ def test_tokens_are_stored_hashed_and_revocation_through_the_api_is_immediate(se
     after = requests.get(served.url + "/v1/models", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert after.status_code == 401
     again = served.call("POST", "/v1/tokens", json={"name": "ci-bot", "scopes": ["read"]})
-    assert (again.status_code, again.json()["code"]) == (400, "token_exists")
+    assert (again.status_code, again.json()["code"]) == (409, "token_exists")
 
 
 def test_registry_routes_answer_like_the_cli(served: Served) -> None:
@@ -254,11 +254,19 @@ def test_registry_routes_answer_like_the_cli(served: Served) -> None:
     }
     bad = served.call("POST", "/v1/trainings", "operate", json={"spec": "name: x\nepochs: [1"})
     assert (bad.status_code, bad.json()["code"]) == (422, "invalid_spec")
-    relative = served.call(
-        "POST", "/v1/trainings", "operate", json={"spec": {**tiny_spec("x"), "dataset": {"source": "data.csv"}}}
-    )
-    assert (relative.status_code, relative.json()["code"]) == (422, "invalid_spec")
-    assert "relative path" in relative.json()["error"]
+    # A spec sent over HTTP reads no file outside the data folder, fetches no URL, runs no custom code.
+    for dataset in ("data.csv", "/etc/passwd", "https://169.254.169.254/latest", f"{served.home}/data/../platform.db"):
+        refused = served.call(
+            "POST", "/v1/trainings", "operate", json={"spec": {**tiny_spec("x"), "dataset": {"source": dataset}}}
+        )
+        assert (refused.status_code, refused.json()["code"]) == (422, "invalid_spec"), dataset
+        assert "MODELYARD_API_DATA_ROOT" in refused.json()["error"]
+    custom = {**tiny_spec("x"), "architecture": {"name": "os:system", "params": {"command": "true"}}}
+    refused = served.call("POST", "/v1/trainings", "operate", json={"spec": custom})
+    assert refused.status_code == 422 and "custom code" in refused.json()["error"]
+    bomb = "a: &a [1, 1]\nb: &b [*a, *a]\nc: [*b, *b]\n"
+    refused = served.call("POST", "/v1/trainings", "operate", json={"spec": bomb})
+    assert refused.status_code == 422 and "YAML aliases" in refused.json()["error"]
     queued = served.call("POST", "/v1/trainings", "operate", json={"spec": tiny_spec("queued"), "request_id": "q-1"})
     assert queued.status_code == 202 and queued.json() == {"request_id": "q-1", "model": "queued", "new": True}
     again = served.call("POST", "/v1/trainings", "operate", json={"spec": tiny_spec("queued"), "request_id": "q-1"})

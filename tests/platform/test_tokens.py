@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelyard.errors import InputError, ModelyardError, NotFoundError
+from modelyard.errors import ConflictError, InputError, ModelyardError, NotFoundError
 
 
 def test_a_token_is_shown_once_stored_hashed_and_revocable(settings) -> None:
@@ -25,7 +25,7 @@ def test_a_token_is_shown_once_stored_hashed_and_revocable(settings) -> None:
 
     assert store.revoke("ci").revoked is not None
     assert store.authenticate(token) is None
-    with pytest.raises(InputError, match="a token named 'ci' already exists"):
+    with pytest.raises(ConflictError, match="a token named 'ci' already exists"):
         store.create("ci", ["read"], "cli")
     with pytest.raises(NotFoundError, match="no token named 'nobody'"):
         store.revoke("nobody")

@@ -36,6 +36,7 @@ class Authenticator:
         self.anonymous = anonymous_allowed(settings)
         self._ttl = settings.token_cache_seconds
         self._cache: dict[str, tuple[float, TokenInfo]] = {}
+        self._generation = 0  # bumped by every revocation through the API
 
     async def principal(self, credentials: HTTPAuthorizationCredentials | None) -> Principal:
         if credentials is None:
@@ -46,6 +47,7 @@ class Authenticator:
         hit = self._cache.get(token)
         now = time.monotonic()
         if hit is None or now - hit[0] > self._ttl:
+            generation = self._generation
             info = await run_in_threadpool(self.tokens.authenticate, token)
             if info is None:
                 self._cache.pop(token, None)
@@ -53,11 +55,14 @@ class Authenticator:
             await run_in_threadpool(self.tokens.touch, {info.name})
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            hit = self._cache[token] = (now, info)
+            hit = (now, info)
+            if generation == self._generation:  # no revocation ran meanwhile: safe to remember
+                self._cache[token] = hit
         info = hit[1]
         return Principal(info.name, info.scopes)
 
     def forget(self, name: str) -> None:
+        self._generation += 1
         for token, (_, info) in list(self._cache.items()):
             if info.name == name:
                 del self._cache[token]

@@ -28,6 +28,7 @@ STATUS: list[tuple[type[Exception], int]] = [  # first match wins: subclasses be
     (e.DatasetError, 422),
     (e.ArchitectureError, 422),
     (e.LifecycleError, 409),
+    (e.ConflictError, 409),
     (e.UnavailableError, 503),
     (e.TransientError, 503),
     (e.RegistryError, 502),
@@ -84,6 +85,17 @@ async def answer_error(request: Request, err: Exception) -> JSONResponse:
     if isinstance(err, BodyTooLarge):
         return JSONResponse(body(str(err), "body_too_large"), status_code=413)
     rid = request.scope.get("modelyard.request_id", "-")
+    from modelyard.platform.faults import describe, is_transient
+
+    if is_transient(err):  # the database, the broker or MLflow is down: retry later, not a bug
+        log.warning("request %s: %s", rid, describe(err))
+        return JSONResponse(
+            body(
+                f"a service the platform needs is unreachable or busy ({describe(err)}); retry later.",
+                "service_unavailable",
+            ),
+            status_code=503,
+        )
     log.error("request %s failed", rid, exc_info=err)
     return JSONResponse(
         body(f"internal error (request id {rid}); the server log has the details.", "internal"), status_code=500

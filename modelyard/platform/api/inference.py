@@ -85,7 +85,10 @@ async def version_metadata(
 async def model_ready(request: Request, name: ModelName, _: Principal = require("read")) -> Readiness:
     server = _server(request)
     if not server.is_ready(name):
-        await asyncio.wait_for(server.champion(name), server.settings.api_request_timeout)  # load it, or say why not
+        try:  # load it, or say why not
+            await asyncio.wait_for(server.champion(name), server.settings.api_request_timeout)
+        except TimeoutError:
+            raise UnavailableError(f"model '{name}' is still loading.", code="timeout") from None
     return Readiness(name=name, ready=True)
 
 
@@ -136,7 +139,15 @@ async def _infer(request: Request, server: ModelServer, choose: Any) -> Response
             feeds = decode_inputs(
                 model, [i.model_dump() for i in parsed.inputs], binary, server.settings.serve_max_rows
             )
-            results = await served.batcher.infer(feeds)
+            try:
+                results = await served.batcher.infer(feeds)
+            except Exception as err:  # ONNX Runtime refused the run: one sentence, not a 500
+                what = (str(err).splitlines() or [type(err).__name__])[0][:300]
+                if "InvalidArgument" in type(err).__name__:
+                    raise InputError(f"{model.name}/{model.version} refused the input: {what}") from None
+                raise UnavailableError(
+                    f"{model.name}/{model.version} failed to run: {what}", code="inference_failed"
+                ) from None
     except TimeoutError:
         raise UnavailableError(f"the inference did not finish within {timeout:.0f} s.", code="timeout") from None
     rid = parsed.id or request.scope.get("modelyard.request_id") or uuid.uuid4().hex
@@ -161,7 +172,7 @@ def _split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes | N
     """The JSON part and the binary part of a request using the binary tensor extension."""
     if header_length is None:
         return raw, None
-    if not header_length.isdigit() or int(header_length) > len(raw):
+    if not re.fullmatch(r"[0-9]{1,12}", header_length) or int(header_length) > len(raw):
         raise InputError("Inference-Header-Content-Length is not a length within the body.")
     n = int(header_length)
     return raw[:n], raw[n:]

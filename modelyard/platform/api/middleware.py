@@ -14,6 +14,7 @@ from modelyard.platform.api.inference import fast_route
 from modelyard.platform.serving.metrics import Metrics
 
 access = logging.getLogger("modelyard.access")
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 
 
 class RequestMiddleware:
@@ -66,6 +67,7 @@ class RequestMiddleware:
         seconds = time.perf_counter() - started
         route = getattr(scope.get("route"), "path", None) or scope.get("modelyard.route") or "unmatched"
         method = scope.get("method", "-")
+        method = method if method in METHODS else "other"  # a label per made-up method would grow forever
         self.metrics.requests.labels(method, route, str(status)).inc()
         self.metrics.latency.labels(method, route).observe(seconds)
         if access.isEnabledFor(logging.INFO):
@@ -87,7 +89,7 @@ class RequestMiddleware:
 
 def _request_id(given: bytes | None) -> str:
     if given:
-        text = given.decode("latin-1")[:100]
+        text = given.decode("latin-1")[:90]  # room for #i on the rows of a batched request
         if text.replace("-", "").replace("_", "").replace(".", "").replace(":", "").isalnum():
             return text
     return uuid.uuid4().hex

@@ -104,7 +104,7 @@ def submit(request: Request, body: TrainBody, who: Principal = require("operate"
         if isinstance(body.spec, dict)
         else parse_spec_text(body.spec, "in the request body")
     )
-    ops.check_remote_dataset(spec)
+    ops.check_remote_spec(spec, _platform(request).settings)
     rid = body.request_id or uuid.uuid4().hex
     submitted = submit_training(_platform(request).settings, spec, rid, body.trigger, actor=who.name)
     return TrainAccepted(request_id=rid, model=submitted.model, new=submitted.new)

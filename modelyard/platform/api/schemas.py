@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 RequestId = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+NO_NUL = r"^[^\x00]+$"  # PostgreSQL text refuses NUL
 
 
 class ErrorBody(BaseModel):
@@ -88,17 +89,17 @@ class TokenCreated(BaseModel):
 
 
 class Label(_Body):
-    request_id: str = Field(min_length=1, max_length=100)
+    request_id: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
     label: int | float | str | bool | list[Any]
 
 
 class FeedbackBody(_Body):
     labels: list[Label] = Field(min_length=1, max_length=100_000)
-    source: str = Field("api", min_length=1, max_length=100)
+    source: str = Field("api", min_length=1, max_length=100, pattern=NO_NUL)
 
 
 class LoggedPrediction(_Body):
-    request_id: str = Field(min_length=1, max_length=100)
+    request_id: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
     version: str = Field(pattern=r"^\d{1,9}$")
     inputs: dict[str, list[Any]] = Field(description="Input name -> one row (nested lists).")
     outputs: dict[str, list[Any]]
@@ -108,7 +109,9 @@ class LoggedPrediction(_Body):
 
 class InferencesBody(_Body):
     records: list[LoggedPrediction] = Field(min_length=1, max_length=100_000)
-    source: str = Field("upload", min_length=1, max_length=100, description="A server name, a device id, ...")
+    source: str = Field(
+        "upload", min_length=1, max_length=100, pattern=NO_NUL, description="A server name, a device id, ..."
+    )
 
 
 class Stored(BaseModel):
@@ -130,7 +133,13 @@ class RequestedOutput(BaseModel):
 
 
 class InferRequest(BaseModel):
-    id: str | None = Field(None, max_length=100)
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=90,
+        pattern=NO_NUL,
+        description="Kept in the inference log; rows of a batched request get ID#i.",
+    )
     parameters: dict[str, Any] | None = None
     inputs: list[InferInput] = Field(min_length=1)
     outputs: list[RequestedOutput] | None = None

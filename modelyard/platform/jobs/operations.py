@@ -189,15 +189,31 @@ def export_report(run_id: str | None) -> dict[str, Any] | None:
         return None
 
 
-def check_remote_dataset(spec: Any) -> None:
-    """A spec sent over HTTP names its data absolutely: a relative path would mean the server's working folder."""
-    from pathlib import PurePosixPath
+def check_remote_spec(spec: Any, settings: Any) -> None:
+    """What a spec sent over HTTP may ask the platform to read and run.
+
+    Its dataset must be `sklearn:NAME` or a file under MODELYARD_API_DATA_ROOT (the API reads
+    it to validate it, and a worker trains on it: any other path or a URL would let a token
+    holder make the platform read files or fetch addresses); its architecture must be a
+    built-in one unless MODELYARD_API_ALLOW_CUSTOM_ARCHITECTURES (a `module:function` is
+    imported and called on the worker).
+    """
+    from pathlib import Path
 
     from modelyard.errors import SpecError
 
     source = spec.dataset.source
-    if ":" not in source.split("/")[0] and not PurePosixPath(source).is_absolute():
+    if not source.startswith("sklearn:"):
+        root = settings.api_data_folder
+        path = Path(source)
+        inside = path.is_absolute() and path.resolve().is_relative_to(root)
+        if not inside:
+            raise SpecError(
+                f"dataset.source '{source}': a spec sent over HTTP reads sklearn:NAME or a file under "
+                f"{root} (MODELYARD_API_DATA_ROOT), given as an absolute path."
+            )
+    if ":" in spec.architecture.name and not settings.api_allow_custom_architectures:
         raise SpecError(
-            f"dataset.source '{source}' is a relative path; a spec sent over HTTP needs an absolute path "
-            "on the workers' machines, a URI or sklearn:NAME."
+            f"architecture '{spec.architecture.name}' is custom code; a spec sent over HTTP uses a built-in "
+            "architecture unless MODELYARD_API_ALLOW_CUSTOM_ARCHITECTURES is set."
         )

@@ -52,7 +52,7 @@ class Batcher:
         rows = next(iter(feeds.values())).shape[0]
         self.in_flight += 1
         try:
-            if self._task is None or self._closed or rows >= self.max_batch:
+            if self._task is None or self._task.done() or self._closed or rows >= self.max_batch:
                 return await self._run_one(feeds, rows)  # no batching, retired, or a full batch already
             future = asyncio.get_running_loop().create_future()
             key = tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(feeds.items()))
@@ -75,6 +75,25 @@ class Batcher:
         return result
 
     async def _loop(self) -> None:
+        try:
+            await self._gather()
+        finally:  # the loop ended (closed, or a bug): what is still queued runs alone, nobody waits forever
+            self._closed = True
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is not None and not item.future.done():
+                    asyncio.get_running_loop().create_task(self._alone(item))
+
+    async def _alone(self, item: _Pending) -> None:
+        try:
+            result = await self._run_one(item.feeds, item.rows)
+            if not item.future.done():
+                item.future.set_result(result)
+        except Exception as err:
+            if not item.future.done():
+                item.future.set_exception(err)
+
+    async def _gather(self) -> None:
         loop = asyncio.get_running_loop()
         carry: list[_Pending] = []
         stopping = False
@@ -112,22 +131,20 @@ class Batcher:
 
     async def _run(self, batch: list[_Pending], rows: int) -> None:
         live = [p for p in batch if not p.future.cancelled()]  # a client that timed out is not waited for
-        if not live:
-            return
-        try:
-            if len(live) == 1:
-                results = await self._run_one(live[0].feeds, live[0].rows)
-                live[0].future.set_result(results)
+        if len(live) == 1:
+            await self._alone(live[0])
+        elif live:
+            total = sum(p.rows for p in live)
+            try:
+                feeds = {k: np.concatenate([p.feeds[k] for p in live]) for k in live[0].feeds}
+                results = await self._run_one(feeds, total)
+                if any(v.ndim == 0 or v.shape[0] != total for v in results.values()):
+                    raise ValueError("an output is not batch-major")
+            except Exception:  # one bad request must not fail its neighbours: each runs alone
+                await asyncio.gather(*(self._alone(p) for p in live))
                 return
-            feeds = {k: np.concatenate([p.feeds[k] for p in live]) for k in live[0].feeds}
-            results = await self._run_one(feeds, sum(p.rows for p in live))
-        except Exception as err:  # every request of the batch gets the error, the loop goes on
+            start = 0
             for p in live:
                 if not p.future.done():
-                    p.future.set_exception(err)
-            return
-        start = 0
-        for p in live:
-            if not p.future.done():
-                p.future.set_result({k: v[start : start + p.rows] for k, v in results.items()})
-            start += p.rows
+                    p.future.set_result({k: v[start : start + p.rows] for k, v in results.items()})
+                start += p.rows

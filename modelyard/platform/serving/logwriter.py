@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.platform.faults import describe, is_transient
 from modelyard.platform.store.db import utcnow
 from modelyard.platform.store.inference import InferenceLog, Prediction
 
@@ -47,11 +48,12 @@ class LogWriter:
         self._batch = batch
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
+        self._progress = threading.Condition()
+        self._added = 0  # requests queued so far (the event loop's thread adds)
+        self._done = 0  # requests written or given up (the writer's thread)
         self._thread = threading.Thread(target=self._run, name="inference-log-writer", daemon=True)
-        self.dropped = 0
-        self.written = 0
+        self.dropped = 0  # rows
+        self.written = 0  # rows
         self.failures = 0
 
     def start(self) -> None:
@@ -66,17 +68,20 @@ class LogWriter:
         if self._rate < 1.0 and random.random() >= self._rate:
             return
         if len(self._queue) >= self._max:
-            self._queue.popleft()
-            self.dropped += 1
+            lost = self._queue.popleft()
+            self.dropped += _rows(lost)
+            with self._progress:
+                self._done += 1
         self._queue.append(_Served(model, version, request_id, inputs, outputs, meta, utcnow()))
+        self._added += 1
 
     def flush(self, timeout: float) -> None:
-        """Wait until what is queued now is written (feedback may name a prediction served a moment ago)."""
-        if not self._queue and self._idle.is_set():
-            return
-        self._idle.clear()
+        """Wait until what was queued before this call is written (feedback may name a prediction served a
+        moment ago)."""
+        target = self._added
         self._wake.set()
-        self._idle.wait(timeout)
+        with self._progress:
+            self._progress.wait_for(lambda: self._done >= target or not self._thread.is_alive(), timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop."""
@@ -91,10 +96,15 @@ class LogWriter:
             self._wake.clear()
             stopping = self._stop.is_set()
             while self._queue:
-                self._idle.clear()
                 taken = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
-                self._write(taken)
-            self._idle.set()
+                try:
+                    self._write(taken)
+                except Exception:  # a bug must not stop the logging of what comes next
+                    self.dropped += sum(_rows(t) for t in taken)
+                    log.exception("inference log: %d predictions not written", len(taken))
+                with self._progress:
+                    self._done += len(taken)
+                    self._progress.notify_all()
             if stopping:
                 return
 
@@ -104,18 +114,35 @@ class LogWriter:
             try:
                 self.written += self._store.append(rows)
                 return
-            except Exception as err:  # the database is down: retry, then count the loss (logged)
+            except Exception as err:  # the database is down: retry; then row by row, so one bad row costs one
                 self.failures += 1
-                if attempt == 2:
-                    self.dropped += len(served)
-                    log.error("inference log: %d predictions not written: %s", len(served), err)
+                if attempt < 2:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                if is_transient(err):  # the database is down: these rows are lost, counted
+                    self.dropped += len(rows)
+                    log.error("inference log: %d predictions not written: %s", len(rows), describe(err))
                     return
-                time.sleep(0.5 * (attempt + 1))
+                for row in rows:  # a row the database refuses: only that one is lost
+                    try:
+                        self.written += self._store.append([row])
+                    except Exception:
+                        self.dropped += 1
+                log.error("inference log: a batch was refused (%s); written row by row", describe(err))
+
+
+def _rows(s: _Served) -> int:
+    return int(next(iter(s.inputs.values())).shape[0])
+
+
+def _row(value: np.ndarray, i: int) -> Any:
+    one = value[i]
+    return np.ascontiguousarray(one) if one.ndim else one.item()  # stored as nested lists, a scalar as itself
 
 
 def _split(s: _Served) -> list[Prediction]:
     """One logged row per input row of a batched request (request ids of rows after the first get #i)."""
-    n = next(iter(s.inputs.values())).shape[0]
+    n = _rows(s)
     rows = []
     for i in range(n):
         rows.append(
@@ -123,8 +150,8 @@ def _split(s: _Served) -> list[Prediction]:
                 model=s.model,
                 version=s.version,
                 request_id=s.request_id if n == 1 else f"{s.request_id}#{i}",
-                inputs={k: np.ascontiguousarray(v[i]) for k, v in s.inputs.items()},  # stored as nested lists
-                outputs={k: np.ascontiguousarray(v[i]) for k, v in s.outputs.items()},
+                inputs={k: _row(v, i) for k, v in s.inputs.items()},
+                outputs={k: _row(v, i) for k, v in s.outputs.items()},
                 source="server",
                 meta=s.meta,
                 created_at=s.at,

@@ -135,7 +135,13 @@ def load_version(registry: Any, name: str, version: str, cache: Path, threads: i
     # Idle ONNX Runtime threads spin by default: on a small machine they take the CPU the event loop needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if target == "server-gpu" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(path), options, providers=wanted)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=wanted)
+    except Exception as err:  # a corrupt file, an operator this runtime lacks
+        first = (str(err).splitlines() or [type(err).__name__])[0][:300]
+        raise UnavailableError(
+            f"{name}/{version}: ONNX Runtime cannot load {variant}.onnx ({first}).", code="load_failed"
+        ) from None
     providers = list(session.get_providers())
     if providers[0] != wanted[0]:  # CUDA falls back to CPU silently
         raise UnavailableError(f"{name}/{version}: ONNX Runtime fell back from {wanted[0]} to {providers[0]}.")

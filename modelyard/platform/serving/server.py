@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from modelyard.errors import ModelyardError, NotFoundError, UnavailableError
+from modelyard.errors import NotFoundError, UnavailableError
 from modelyard.platform.context import Platform
 from modelyard.platform.serving.batcher import Batcher
 from modelyard.platform.serving.logwriter import LogWriter
@@ -26,6 +28,7 @@ from modelyard.platform.serving.models import LoadedModel, load_version
 
 log = logging.getLogger("modelyard.serving")
 ALIASES = ("champion", "challenger", "previous")
+RETRY_FAILED_SECONDS = 30.0
 
 
 @dataclass
@@ -52,20 +55,31 @@ class ModelServer:
         self.cache = s.root / "serving"
         self.writer = LogWriter(InferenceLog(s), s.inference_log_sample_rate, s.inference_log_max_backlog)
         self.load_errors: dict[str, str] = {}
+        self._failed: dict[tuple[str, str], float] = {}
+        self._broken: dict[tuple[str, str], str] = {}  # the sentence of each failed load
 
     async def start(self) -> None:
         self.writer.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="champion watcher")
 
     async def stop(self) -> None:
+        """Stop serving: queued requests are answered first (up to 10 s), then the log is written out."""
         if self._watcher:
             self._watcher.cancel()
-        for served in [*self._champions.values(), *self._explicit.values()]:
+        live = {id(s): s for s in [*self._champions.values(), *self._explicit.values()]}.values()
+        for served in live:
             served.batcher.close()
-        await asyncio.sleep(0)
+        deadline = time.monotonic() + 10
+        while any(s.batcher.in_flight for s in live) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
         self._infer_pool.shutdown(wait=False)
         self._io_pool.shutdown(wait=False)
+
+    def _retire(self, served: Served) -> None:
+        """Close a version's batcher unless another entry still serves it (the same load can fill both maps)."""
+        if all(s is not served for s in [*self._champions.values(), *self._explicit.values()]):
+            served.batcher.close()
 
     def loaded(self) -> dict[str, str]:
         return {name: s.model.version for name, s in self._champions.items()}
@@ -87,8 +101,9 @@ class ModelServer:
         if version is None:
             await self._no_such(name, "champion")
         served = await self._load(name, str(version))
-        self._champions.setdefault(name, served)  # the watcher may have put a newer one meanwhile
-        self._gauge(name)
+        if name not in self._champions:  # else the watcher put one meanwhile: it decides what serves
+            self._champions[name] = served
+            self._gauge(name)
         return self._champions[name]
 
     async def version(self, name: str, ref: str) -> Served:
@@ -100,7 +115,9 @@ class ModelServer:
             if version is None:
                 await self._no_such(name, ref)
             ref = str(version)
-        elif not ref.isdigit():
+        elif re.fullmatch(r"[0-9]{1,9}", ref):
+            ref = str(int(ref))  # 007 is version 7: one session, one label
+        else:
             raise NotFoundError(
                 f"'{ref}' is not a version of '{name}': give a number or one of {', '.join(ALIASES)}.",
                 code="version_not_found",
@@ -115,7 +132,7 @@ class ModelServer:
             self._explicit[key] = served
             while len(self._explicit) > self._explicit_cache:
                 _, old = self._explicit.popitem(last=False)
-                old.batcher.close()
+                self._retire(old)
         self._explicit.move_to_end(key)
         return served
 
@@ -123,7 +140,7 @@ class ModelServer:
         known = await self._io(self.platform.audit.knows, name)
         if not known:
             raise NotFoundError(f"model '{name}' is not registered.", code="model_not_found")
-        raise UnavailableError(f"model '{name}' has no {alias}.", code="alias_not_set")
+        raise NotFoundError(f"model '{name}' has no {alias}.", code="alias_not_set")
 
     async def _load(self, name: str, version: str) -> Served:
         """Load one version once, however many requests ask for it at the same time.
@@ -141,8 +158,20 @@ class ModelServer:
 
     async def _load_now(self, name: str, version: str) -> Served:
         s = self.settings
-        model = await self._io(load_version, self.platform.registry, name, version, self.cache, s.serve_threads)
-        batcher = Batcher(model, s.serve_max_batch, s.serve_max_delay_ms / 1000, self._infer_pool, self._observe)
+        failed = self._failed.get((name, version))
+        if failed is not None and time.monotonic() - failed < RETRY_FAILED_SECONDS:
+            raise UnavailableError(self._broken[(name, version)], code="load_failed")
+        try:
+            model = await self._io(load_version, self.platform.registry, name, version, self.cache, s.serve_threads)
+        except UnavailableError as err:
+            if err.code == "load_failed":  # a broken file: not tried again on every request
+                self._failed[(name, version)] = time.monotonic()
+                self._broken[(name, version)] = str(err)
+            raise
+        # Rows of several requests stack only along a dynamic first axis, in and out.
+        stackable = all(t.shape and t.shape[0] == -1 for t in [*model.inputs, *model.outputs])
+        max_batch = s.serve_max_batch if stackable else 1
+        batcher = Batcher(model, max_batch, s.serve_max_delay_ms / 1000, self._infer_pool, self._observe)
         batcher.start()
         log.info("loaded %s/%s (%s: %s on %s)", name, version, model.target, model.variant, model.providers[0])
         return Served(model, batcher)
@@ -170,25 +199,51 @@ class ModelServer:
             await asyncio.sleep(self.settings.serve_poll_seconds)
 
     async def sync(self) -> None:
-        """One pass of the watcher: load every champion not loaded, swap every one that moved."""
+        """One pass of the watcher: load every champion not loaded, swap every one that moved.
+
+        A version that fails to load is tried again after `RETRY_FAILED_SECONDS`, and never
+        stops the other models' swaps; the version it would replace keeps serving.
+        """
         for name, aliases in (await self._aliases()).items():
             version = aliases.get("champion")
             current = self._champions.get(name)
             if version is None or (current is not None and current.model.version == version):
                 continue
+            failed = self._failed.get((name, version))
+            if failed is not None and time.monotonic() - failed < RETRY_FAILED_SECONDS:
+                continue
             try:
                 served = await self._load(name, version)
-            except ModelyardError as err:
-                if self.load_errors.get(name) != str(err):
-                    log.warning("cannot serve %s/%s: %s", name, version, err)
+            except Exception as err:
+                self._failed[(name, version)] = time.monotonic()
+                self._broken[(name, version)] = str(err)
                 self.load_errors[name] = str(err)
+                log.warning(
+                    "cannot serve %s/%s (still serving %s): %s",
+                    name,
+                    version,
+                    current.model.version if current else "nothing",
+                    err,
+                )
                 continue
+            self._failed.pop((name, version), None)
             self.load_errors.pop(name, None)
-            old = self._champions.get(name)
-            self._champions[name] = served  # the switch: one assignment
-            if old is not None:
-                old.batcher.close()  # its queued requests finish on it
-                self.metrics.loaded.labels(name, old.model.version, "champion").set(0)
-                self.metrics.swaps.labels(name).inc()
-                log.info("champion of %s: %s -> %s", name, old.model.version, version)
-            self._gauge(name)
+            await self._swap(name, version, current, served)
+
+    async def _swap(self, name: str, version: str, seen: Served | None, served: Served) -> None:
+        """Make `served` the champion, unless the world moved during the load (the alias again, or another
+        caller installed a champion): then the next pass decides."""
+        if self._champions.get(name) is not seen:
+            self._retire(served)
+            return
+        now = (await self._aliases(name)).get(name, {}).get("champion")
+        if now != version or self._champions.get(name) is not seen:
+            self._retire(served)
+            return
+        self._champions[name] = served  # the switch: one assignment
+        if seen is not None and seen is not served:
+            self._retire(seen)  # its queued requests finish on it
+            self.metrics.loaded.labels(name, seen.model.version, "champion").set(0)
+            self.metrics.swaps.labels(name).inc()
+            log.info("champion of %s: %s -> %s", name, seen.model.version, version)
+        self._gauge(name)

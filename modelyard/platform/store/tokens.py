@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from modelyard.errors import InputError, NotFoundError
+from modelyard.errors import ConflictError, InputError, NotFoundError
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.db import ApiToken, ensure_schema, session_factory, utcnow
 
@@ -86,7 +86,7 @@ class TokenStore:
             with self._sessions.begin() as session:
                 session.add(row)
         except IntegrityError:
-            raise InputError(
+            raise ConflictError(
                 f"a token named '{name}' already exists (revoked ones keep their name).", code="token_exists"
             ) from None
         return token
