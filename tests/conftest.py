@@ -7,6 +7,7 @@ tests/integration/conftest.py and start real processes.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Hypothesis (under schemathesis) keeps a cache in ./.hypothesis: the tests leave the checkout as they found it.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "modelyard-tests-hypothesis"))
 
 
 def tiny_spec(name: str = "digits", **overrides: Any) -> dict[str, Any]:
