@@ -83,3 +83,53 @@ def test_decoding_names_what_is_wrong(tmp_path: Path) -> None:
     for tensor, words in bad:
         with pytest.raises(InputError, match=words):
             decode_inputs(model, [tensor], None, 8)
+
+
+def test_a_swap_installs_only_the_version_the_alias_still_names(settings, tmp_path: Path) -> None:
+    """The watcher loads in the background: if the alias moved again meanwhile, or another caller installed a
+    champion, the load is discarded; a version still served elsewhere is never closed."""
+    from modelyard.platform.context import Platform
+    from modelyard.platform.serving.metrics import Metrics
+    from modelyard.platform.serving.server import ModelServer, Served
+    from modelyard.platform.store.audit import EventRecord
+
+    platform = Platform(settings)
+    server = ModelServer(platform, Metrics())
+
+    def champion(version: str) -> None:
+        platform.audit.record(EventRecord("tiny", "alias_set", "test", "test", "champion", None, version))
+
+    async def main() -> None:
+        pool = ThreadPoolExecutor(1)
+
+        def served(version: str) -> Served:
+            model = _model(tmp_path)
+            model.version = version
+            batcher = Batcher(model, 8, 0.0, pool, lambda *_: None)
+            batcher.start()
+            return Served(model, batcher)
+
+        v1, v2, v3 = served("1"), served("2"), served("3")
+        champion("1")
+        server._champions["tiny"] = v1
+        await server._swap("tiny", "2", v1, v2)  # the alias went back to 1 while v2 loaded
+        assert server._champions["tiny"] is v1 and v2.batcher._closed and not v1.batcher._closed
+
+        champion("3")
+        server._champions["tiny"] = v3  # a request installed v3 while the watcher loaded it too
+        await server._swap("tiny", "3", v1, served("3"))
+        assert server._champions["tiny"] is v3 and not v3.batcher._closed
+
+        server._explicit[("tiny", "3")] = v3  # the same load serves an explicit version request
+        await server._swap("tiny", "3", v3, v3)
+        assert not v3.batcher._closed
+        champion("1")
+        await server._swap("tiny", "1", v3, v1)  # a real move: v3 stays open while /versions/3 holds it
+        assert server._champions["tiny"] is v1 and not v3.batcher._closed
+        server._explicit.clear()
+        server._retire(v3)
+        assert v3.batcher._closed
+
+    from modelyard.platform.serving.batcher import Batcher
+
+    asyncio.run(main())
