@@ -306,7 +306,14 @@ def test_predictions_are_logged_and_feedback_and_uploads_join_them(served: Serve
         "ingest",
         json={"records": [record, {**record, "request_id": "dev-8", "inputs": {"pixels": [1.0]}}]},
     )
-    assert wrong.status_code == 400 and wrong.json()["error"].startswith("record 1 (request id dev-8) lacks input")
+    assert wrong.status_code == 400
+    assert wrong.json()["error"] == "record 1 (request id dev-8): digits/1 has no input 'pixels' (inputs: images)."
+    short = {**record, "request_id": "dev-9", "outputs": {"output": [0.1] * 9}}  # outputs are checked too
+    refused = served.call("POST", "/v1/models/digits/inferences", "ingest", json={"records": [short]})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == (
+        "record 0 (request id dev-9): output 'output' of digits/1 must have shape [-1, 10] (-1: any size), not [1, 9]."
+    )
 
     from modelyard.platform.settings import Settings
     from modelyard.platform.store.inference import InferenceLog

@@ -7,10 +7,10 @@ import asyncio
 import re
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import ValidationError
@@ -26,17 +26,17 @@ from modelyard.platform.api.schemas import (
     InferResponse,
     Live,
     ModelMetadata,
+    ModelName,
     Readiness,
     Ready,
     Stored,
+    VersionRef,
 )
 from modelyard.platform.serving.models import decode_inputs, encode_outputs
 from modelyard.platform.serving.server import ModelServer, Served
 
 router = APIRouter(tags=["inference"], responses=ERRORS)
 ingest = APIRouter(prefix="/v1", tags=["ingest"], responses=ERRORS)
-ModelName = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-VersionRef = Annotated[str, Path(pattern=r"^(\d{1,9}|champion|challenger|previous)$")]
 HEADER_LENGTH = "inference-header-content-length"
 INFER_BODY = {
     **BEARER,
@@ -168,6 +168,22 @@ async def _infer(request: Request, server: ModelServer, choose: Any) -> Response
     )
 
 
+def _row_tensors(model: Any, kind: str, given: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """One logged row per name as OIP tensors of one row, with the datatype the signature names."""
+    import numpy as np
+
+    specs = {t.name: t for t in (model.inputs if kind == "input" else model.outputs)}
+    tensors = []
+    for tensor_name, value in given.items():
+        try:
+            shape = [1, *np.shape(value)]
+        except ValueError:  # ragged nested lists
+            raise InputError(f"{kind} '{tensor_name}' is not a regular array.") from None
+        spec = specs.get(tensor_name)
+        tensors.append({"name": tensor_name, "datatype": spec and spec.datatype, "shape": shape, "data": value})
+    return tensors
+
+
 def _split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes | None]:
     """The JSON part and the binary part of a request using the binary tensor extension."""
     if header_length is None:
@@ -193,9 +209,6 @@ async def feedback(request: Request, name: ModelName, body: FeedbackBody, _: Pri
 async def inferences(
     request: Request, name: ModelName, body: InferencesBody, _: Principal = require("ingest")
 ) -> Stored:
-    import numpy as np
-
-    from modelyard.platform.serving.models import OIP_DTYPES
     from modelyard.platform.store.db import utcnow
     from modelyard.platform.store.inference import Prediction
 
@@ -203,32 +216,11 @@ async def inferences(
     rows = []
     for i, record in enumerate(body.records):
         model = (await server.version(name, record.version)).model
-        where = f"record {i} (request id {record.request_id})"
-        for kind, specs, given in (("input", model.inputs, record.inputs), ("output", model.outputs, record.outputs)):
-            names = [s.name for s in specs]
-            if sorted(given) != sorted(names):
-                missing = [n for n in names if n not in given]
-                extra = [n for n in given if n not in names]
-                what = (
-                    f"lacks {kind} '{missing[0]}'"
-                    if missing
-                    else f"has no {kind} '{extra[0]}' in {name}/{model.version}"
-                )
-                raise InputError(f"{where} {what} ({kind}s: {', '.join(names)}).")
-            for spec in specs:
-                try:
-                    value = np.asarray(given[spec.name], dtype=OIP_DTYPES[spec.datatype])
-                except (ValueError, TypeError, OverflowError):
-                    raise InputError(f"{where}: {kind} '{spec.name}' is not {spec.datatype} data.") from None
-                expected = [d for d in spec.shape[1:]]
-                if value.ndim != len(expected) or any(
-                    e != -1 and d != e for d, e in zip(value.shape, expected, strict=True)
-                ):
-                    raise InputError(
-                        f"{where}: {kind} '{spec.name}' has shape {list(value.shape)}; one row of it is {expected}."
-                    )
-                if value.dtype.kind == "f" and not np.isfinite(value).all():
-                    raise InputError(f"{where}: {kind} '{spec.name}' holds NaN or infinite values.")
+        try:  # the same checks as a served request's, one row each
+            for kind, given in (("input", record.inputs), ("output", record.outputs)):
+                decode_inputs(model, _row_tensors(model, kind, given), None, 1, kind)
+        except InputError as err:
+            raise InputError(f"record {i} (request id {record.request_id}): {err}") from None
         rows.append(
             Prediction(
                 model=name,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from modelyard.platform.api.auth import Principal, require
 from modelyard.platform.api.schemas import (
@@ -14,18 +14,19 @@ from modelyard.platform.api.schemas import (
     AliasChange,
     ExportAccepted,
     ExportBody,
+    ModelName,
     PromoteBody,
+    RequestIdPath,
     RollbackBody,
     TrainAccepted,
     TrainBody,
+    VersionNumber,
+    VersionRef,
 )
 from modelyard.platform.context import Platform
 from modelyard.platform.jobs import operations as ops
 
 router = APIRouter(prefix="/v1", tags=["registry"], responses=ERRORS)
-ModelName = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-Version = Annotated[str, Path(pattern=r"^\d{1,9}$")]
-RequestIdPath = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 def _platform(request: Request) -> Platform:
@@ -53,7 +54,7 @@ def list_versions(request: Request, name: ModelName, _: Principal = require("rea
 def get_version(
     request: Request,
     name: ModelName,
-    version: Annotated[str, Path(pattern=r"^(\d{1,9}|champion|challenger|previous)$")],
+    version: VersionRef,
     _: Principal = require("read"),
 ) -> dict[str, Any]:
     ref = f"{name}/{version}" if version.isdigit() else f"{name}@{version}"
@@ -86,7 +87,7 @@ def rollback(
 
 @router.post("/models/{name}/versions/{version}/export", status_code=202, summary="Queue an export by hand")
 def export(
-    request: Request, name: ModelName, version: Version, body: ExportBody, who: Principal = require("operate")
+    request: Request, name: ModelName, version: VersionNumber, body: ExportBody, who: Principal = require("operate")
 ) -> ExportAccepted:
     task_id, model, v = ops.queue_export(
         _platform(request), f"{name}/{version}", list(body.targets) if body.targets else None, who.name

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+
+# Path parameters, as the CLI spells them (registry/base.py's references).
+ModelName = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+VersionNumber = Annotated[str, Path(pattern=r"^\d{1,9}$")]
+VersionRef = Annotated[str, Path(pattern=r"^(\d{1,9}|champion|challenger|previous)$")]  # a number or an alias
+RequestIdPath = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 RequestId = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
 NO_NUL = r"^[^\x00]+$"  # PostgreSQL text refuses NUL

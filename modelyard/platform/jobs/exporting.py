@@ -16,15 +16,13 @@ from pydantic import ValidationError
 
 from modelyard.errors import ModelyardError, SpecError, TransientError
 from modelyard.platform.context import Platform
-from modelyard.platform.registry.base import TAG_PREFIX, VersionInfo
+from modelyard.platform.registry.base import EXPORT_TAG, TAG_PREFIX, VersionInfo
 from modelyard.platform.registry.gate import GateDecision
 from modelyard.platform.registry.mlflow_store import MlflowRegistry, mlflow_errors
 from modelyard.platform.registry.promotion import gate
 from modelyard.platform.store.audit import EventRecord
 from modelyard.platform.store.requests import Claim, ClaimLost, Lease, worker_name
 from modelyard.platform.store.states import State
-
-EXPORT_TAG = f"{TAG_PREFIX}export"
 
 
 def export_spec_of(raw: dict[str, Any], where: str) -> Any:

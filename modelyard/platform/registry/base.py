@@ -11,6 +11,7 @@ from modelyard.errors import NotFoundError
 
 ALIASES = ("champion", "challenger", "previous")
 TAG_PREFIX = "modelyard."
+EXPORT_TAG = f"{TAG_PREFIX}export"  # modelyard.export.<target> = the variant chosen for it
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.errors import InputError, UnavailableError
+from modelyard.platform.registry.base import EXPORT_TAG
 
 # ONNX tensor types -> Open Inference Protocol datatypes and numpy dtypes.
 ONNX_TO_OIP = {
@@ -46,7 +47,6 @@ OIP_DTYPES: dict[str, Any] = {
     "UINT64": np.uint64,
     "BOOL": np.bool_,
 }
-EXPORT_TAG = "modelyard.export"
 
 
 @dataclass(frozen=True)
@@ -151,20 +151,23 @@ def load_version(registry: Any, name: str, version: str, cache: Path, threads: i
 
 
 def decode_inputs(
-    model: LoadedModel, tensors: list[dict[str, Any]], binary: bytes | None, max_rows: int
+    model: LoadedModel, tensors: list[dict[str, Any]], binary: bytes | None, max_rows: int, kind: str = "input"
 ) -> dict[str, np.ndarray]:
-    """OIP request tensors -> feeds, checked against the signature: one sentence naming the input that is wrong."""
+    """OIP request tensors -> feeds, checked against the signature: one sentence naming the tensor that is wrong.
+
+    `kind="output"` checks tensors against the outputs instead (predictions uploaded from elsewhere).
+    """
     where = f"{model.name}/{model.version}"
-    expected = {i.name: i for i in model.inputs}
+    expected = {i.name: i for i in (model.inputs if kind == "input" else model.outputs)}
     given = [t.get("name") for t in tensors]
     unknown = [n for n in given if n not in expected]
     if unknown:
-        raise InputError(f"{where} has no input '{unknown[0]}' (inputs: {', '.join(expected)}).")
+        raise InputError(f"{where} has no {kind} '{unknown[0]}' ({kind}s: {', '.join(expected)}).")
     missing = [n for n in expected if n not in given]
     if missing:
-        raise InputError(f"input '{missing[0]}' of {where} is missing.")
+        raise InputError(f"{kind} '{missing[0]}' of {where} is missing.")
     if len(set(given)) != len(given):
-        raise InputError(f"an input of {where} is given twice.")
+        raise InputError(f"an {kind} of {where} is given twice.")
     feeds: dict[str, np.ndarray] = {}
     offset = 0
     rows: int | None = None
@@ -173,53 +176,53 @@ def decode_inputs(
         shape = t.get("shape")
         if t.get("datatype") != spec.datatype:
             raise InputError(
-                f"input '{spec.name}' of {where} must have datatype {spec.datatype}, not {t.get('datatype')}."
+                f"{kind} '{spec.name}' of {where} must have datatype {spec.datatype}, not {t.get('datatype')}."
             )
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-            raise InputError(f"input '{spec.name}' of {where} needs a shape: a list of integers.")
+            raise InputError(f"{kind} '{spec.name}' of {where} needs a shape: a list of integers.")
         if len(shape) != len(spec.shape) or any(e != -1 and d != e for d, e in zip(shape, spec.shape, strict=True)):
             raise InputError(
-                f"input '{spec.name}' of {where} must have shape {list(spec.shape)} (-1: any size), not {shape}."
+                f"{kind} '{spec.name}' of {where} must have shape {list(spec.shape)} (-1: any size), not {shape}."
             )
         if any(d < 1 for d in shape):
-            raise InputError(f"input '{spec.name}' of {where} has an empty dimension in shape {shape}.")
+            raise InputError(f"{kind} '{spec.name}' of {where} has an empty dimension in shape {shape}.")
         if shape[0] > max_rows:
             raise InputError(
-                f"input '{spec.name}' of {where} has {shape[0]} rows; this server takes at most {max_rows}."
+                f"{kind} '{spec.name}' of {where} has {shape[0]} rows; this server takes at most {max_rows}."
             )
         if rows is not None and shape[0] != rows:
-            raise InputError(f"the inputs of {where} disagree on the number of rows ({rows} and {shape[0]}).")
+            raise InputError(f"the {kind}s of {where} disagree on the number of rows ({rows} and {shape[0]}).")
         rows = shape[0]
         count = math.prod(shape)
         dtype = OIP_DTYPES[spec.datatype]
         size = (t.get("parameters") or {}).get("binary_data_size")
         if size is not None:
             if binary is None or not isinstance(size, int) or offset + size > len(binary):
-                raise InputError(f"input '{spec.name}' of {where} names binary data the request does not carry.")
+                raise InputError(f"{kind} '{spec.name}' of {where} names binary data the request does not carry.")
             if size != count * np.dtype(dtype).itemsize:
                 raise InputError(
-                    f"input '{spec.name}' of {where}: {size} bytes of binary data do not hold shape {shape} "
+                    f"{kind} '{spec.name}' of {where}: {size} bytes of binary data do not hold shape {shape} "
                     f"of {spec.datatype}."
                 )
             array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
             offset += size
         else:
-            array = _from_json(t.get("data"), dtype, shape, spec.name, where)
+            array = _from_json(t.get("data"), dtype, shape, f"{kind} '{spec.name}'", where)
         feeds[spec.name] = array
     return feeds
 
 
-def _from_json(data: Any, dtype: Any, shape: list[int], name: str, where: str) -> np.ndarray:
+def _from_json(data: Any, dtype: Any, shape: list[int], what: str, where: str) -> np.ndarray:
     if not isinstance(data, list):
-        raise InputError(f"input '{name}' of {where} needs its data as a list of numbers.")
+        raise InputError(f"{what} of {where} needs its data as a list of numbers.")
     try:
         array = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError):
-        raise InputError(f"input '{name}' of {where} holds data that is not of its datatype.") from None
+        raise InputError(f"{what} of {where} holds data that is not of its datatype.") from None
     if array.size != math.prod(shape):
-        raise InputError(f"input '{name}' of {where} has {array.size} values; shape {shape} needs {math.prod(shape)}.")
+        raise InputError(f"{what} of {where} has {array.size} values; shape {shape} needs {math.prod(shape)}.")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InputError(f"input '{name}' of {where} holds NaN or infinite values.")
+        raise InputError(f"{what} of {where} holds NaN or infinite values.")
     return array.reshape(shape)
 
 

@@ -21,13 +21,13 @@ from typing import Any
 
 from modelyard.errors import NotFoundError, UnavailableError
 from modelyard.platform.context import Platform
+from modelyard.platform.registry.base import ALIASES
 from modelyard.platform.serving.batcher import Batcher
 from modelyard.platform.serving.logwriter import LogWriter
 from modelyard.platform.serving.metrics import Metrics
 from modelyard.platform.serving.models import LoadedModel, load_version
 
 log = logging.getLogger("modelyard.serving")
-ALIASES = ("champion", "challenger", "previous")
 RETRY_FAILED_SECONDS = 30.0
 
 
@@ -54,7 +54,6 @@ class ModelServer:
         self._watcher: asyncio.Task | None = None
         self.cache = s.root / "serving"
         self.writer = LogWriter(InferenceLog(s), s.inference_log_sample_rate, s.inference_log_max_backlog)
-        self.load_errors: dict[str, str] = {}
         self._failed: dict[tuple[str, str], float] = {}
         self._broken: dict[tuple[str, str], str] = {}  # the sentence of each failed load
 
@@ -80,9 +79,6 @@ class ModelServer:
         """Close a version's batcher unless another entry still serves it (the same load can fill both maps)."""
         if all(s is not served for s in [*self._champions.values(), *self._explicit.values()]):
             served.batcher.close()
-
-    def loaded(self) -> dict[str, str]:
-        return {name: s.model.version for name, s in self._champions.items()}
 
     def is_ready(self, name: str) -> bool:
         return name in self._champions
@@ -217,7 +213,6 @@ class ModelServer:
             except Exception as err:
                 self._failed[(name, version)] = time.monotonic()
                 self._broken[(name, version)] = str(err)
-                self.load_errors[name] = str(err)
                 log.warning(
                     "cannot serve %s/%s (still serving %s): %s",
                     name,
@@ -227,7 +222,6 @@ class ModelServer:
                 )
                 continue
             self._failed.pop((name, version), None)
-            self.load_errors.pop(name, None)
             await self._swap(name, version, current, served)
 
     async def _swap(self, name: str, version: str, seen: Served | None, served: Served) -> None:

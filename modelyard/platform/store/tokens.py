@@ -42,10 +42,15 @@ class TokenInfo:
     last_used: str | None
 
     def allows(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        return allows(self.scopes, scope)
 
     def as_dict(self) -> dict[str, object]:
         return {**vars(self), "scopes": list(self.scopes)}
+
+
+def allows(scopes: tuple[str, ...], scope: str) -> bool:
+    """Whether a token with these scopes may do what `scope` covers (admin covers everything)."""
+    return scope in scopes or "admin" in scopes
 
 
 def digest(token: str) -> str:
