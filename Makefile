@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-$(RUNTIME)
 DEV_STAMP := $(VENV)/.installed-$(RUNTIME)-dev
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo test test-unit lint format services bench bench-export bench-read bench-duplicates bench-serve clean
+.PHONY: install install-dev demo demo-drift test test-unit lint format services bench bench-export bench-read bench-duplicates bench-serve bench-drift clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ install-dev: $(DEV_STAMP)
 
 demo: install
 	$(BIN)/modelyard demo
+
+# The monitoring loop: drift, retraining, the gate, the guard's rollback.
+demo-drift: install
+	$(BIN)/modelyard demo drift
 
 services:
 	bash scripts/services.sh
@@ -58,6 +62,11 @@ bench-read: install-dev
 
 bench-duplicates: install-dev
 	$(BIN)/python bench/duplicate_delivery.py
+
+bench-drift: install-dev
+	$(BIN)/python bench/drift_check.py
+	$(BIN)/python bench/drift_calibration.py
+	$(BIN)/python bench/inference_window.py
 
 bench-serve: install-dev
 	$(BIN)/python bench/serve_throughput.py

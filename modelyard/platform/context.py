@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from modelyard.platform.registry.lifecycle import Lifecycle
     from modelyard.platform.registry.mlflow_store import MlflowRegistry
     from modelyard.platform.store.audit import AuditLog
+    from modelyard.platform.store.inference import InferenceLog
     from modelyard.platform.store.requests import RequestStore
 
 
@@ -32,6 +33,12 @@ class Platform:
         from modelyard.platform.store.audit import AuditLog
 
         return AuditLog(self.settings)
+
+    @cached_property
+    def inference(self) -> InferenceLog:
+        from modelyard.platform.store.inference import InferenceLog
+
+        return InferenceLog(self.settings)
 
     @cached_property
     def registry(self) -> MlflowRegistry:

@@ -100,6 +100,15 @@ class Settings(BaseSettings):
         100_000, ge=100, description="Predictions queued for the log before the oldest are dropped (counted)."
     )
 
+    # The monitoring loop (the monitor queue, scheduled by beat).
+    monitor_tick_seconds: float = Field(
+        15.0, gt=0, description="How often beat looks for models due a drift check and promotions due a guard verdict."
+    )
+    inference_log_max_rows: int = Field(
+        1_000_000, ge=1000, description="Rows kept per model in the inference log; older ones are removed hourly."
+    )
+    retention_seconds: float = Field(3600.0, gt=0, description="How often beat trims the inference log.")
+
     @cached_property
     def root(self) -> Path:
         return self.home.expanduser().resolve()

@@ -40,6 +40,18 @@ class DatasetSpec(_Strict):
     classes: list[int | str] | None = Field(None, description="The declared label set; a label outside it is an error.")
     task: Literal["classification", "regression"] = "classification"
     min_rows_per_class: int = Field(5, ge=3, description="Fewer rows in a class than this cannot be split three ways.")
+    recent: RecentData | None = Field(
+        None, description="Add labeled production rows from the inference log (set by retraining, not by hand)."
+    )
+
+
+class RecentData(_Strict):
+    """Labeled rows of the model's inference log that a retraining learns from, fixed when it is queued."""
+
+    mode: Literal["original", "recent", "original+recent"] = "original+recent"
+    model: str = Field(pattern=MODEL_NAME_PATTERN, description="Whose inference log.")
+    until_id: int = Field(ge=0, description="The newest log row the window that fired had.")
+    rows: int = Field(1000, ge=1, description="At most this many labeled rows, newest first.")
 
 
 class ArchitectureSpec(_Strict):
@@ -104,6 +116,10 @@ class TrainSpec(_Strict):
     gate: GateSpec = Field(default_factory=GateSpec)
     export: dict[str, Any] = Field(
         default_factory=dict, description="ONNX export settings (opset, tolerances, variants, budgets per target)."
+    )
+    monitoring: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Drift checks, retraining policy and baking guard (modelyard.monitoring.spec, validated there).",
     )
 
     @model_validator(mode="after")

@@ -42,6 +42,8 @@ SCOPES = {
     ("POST", "/v1/models/{name}/promote"): "operate",
     ("POST", "/v1/models/{name}/rollback"): "operate",
     ("POST", "/v1/models/{name}/versions/{version}/export"): "operate",
+    ("GET", "/v1/models/{name}/drift"): "read",
+    ("POST", "/v1/models/{name}/retrain"): "operate",
     ("POST", "/v1/trainings"): "operate",
     ("GET", "/v1/trainings"): "read",
     ("GET", "/v1/trainings/{request_id}"): "read",

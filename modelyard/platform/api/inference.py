@@ -197,8 +197,11 @@ def _split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes | N
 @ingest.post("/models/{name}/feedback", summary="Labels for logged predictions, by request id (all or none)")
 async def feedback(request: Request, name: ModelName, body: FeedbackBody, _: Principal = require("ingest")) -> Stored:
     await run_in_threadpool(_server(request).writer.flush, 5.0)  # a prediction served a moment ago is written
+    from modelyard.platform.jobs.ingest import check_feedback
+
     store = request.app.state.inference_log
     pairs = [(item.request_id, item.label) for item in body.labels]
+    await run_in_threadpool(check_feedback, request.app.state.platform, name, [label for _, label in pairs])
     stored = await run_in_threadpool(store.add_feedback, name, pairs, body.source)
     return Stored(stored=stored)
 

@@ -17,6 +17,8 @@ from modelyard.platform.api.schemas import (
     ModelName,
     PromoteBody,
     RequestIdPath,
+    RetrainAccepted,
+    RetrainBody,
     RollbackBody,
     TrainAccepted,
     TrainBody,
@@ -83,6 +85,29 @@ def rollback(
     request: Request, name: ModelName, body: RollbackBody, who: Principal = require("operate")
 ) -> list[AliasChange]:
     return _changes(ops.rollback(_platform(request), name, who.name, body.reason, body.to, body.force))
+
+
+@router.get("/models/{name}/drift", summary="Recent drift checks: verdict, scores, what the policy did")
+def drift_checks(
+    request: Request,
+    name: ModelName,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    _: Principal = require("read"),
+) -> list[dict[str, Any]]:
+    from modelyard.platform.jobs.monitoring import drift_rows
+
+    return drift_rows(_platform(request), name, limit)
+
+
+@router.post(
+    "/models/{name}/retrain", status_code=202, summary="Retrain the champion's spec on its data and the labels"
+)
+def retrain(
+    request: Request, name: ModelName, body: RetrainBody, who: Principal = require("operate")
+) -> RetrainAccepted:
+    from modelyard.platform.jobs.monitoring import retrain as queue
+
+    return RetrainAccepted(**queue(_platform(request), name, body.reason, who.name))
 
 
 @router.post("/models/{name}/versions/{version}/export", status_code=202, summary="Queue an export by hand")

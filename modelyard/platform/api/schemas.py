@@ -68,6 +68,17 @@ class TrainAccepted(BaseModel):
     new: bool = Field(description="False when this request id was known: nothing is trained twice.")
 
 
+class RetrainBody(_Body):
+    reason: str = Field(min_length=1, max_length=2000, description="Why; kept in the audit log.")
+
+
+class RetrainAccepted(BaseModel):
+    request_id: str
+    model: str
+    parent_version: str
+    data: str
+
+
 class ExportBody(_Body):
     targets: list[Literal["edge-cpu", "server-cpu", "server-gpu"]] | None = None
 

@@ -217,6 +217,74 @@ def history(name: str, as_json: JsonOpt = False) -> None:
 
 
 @cli.command()
+def log(
+    name: str,
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet: input columns, optional prediction and request_id")],
+    source: Annotated[str, typer.Option(help="Where the rows come from (kept with them).")] = "upload",
+) -> None:
+    """Log production inputs (and predictions; computed by the champion when absent) for drift checks."""
+    from modelyard.platform.jobs.ingest import log_file
+
+    done = log_file(_platform(), name, file, source)
+    out.print(
+        f"logged {done['stored']} rows of {name} v{done['version']} (predictions {done['predictions']}); "
+        f"request ids from {done['first_request_id']}"
+    )
+
+
+@cli.command()
+def feedback(
+    name: str,
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet with request_id and label columns")],
+    source: Annotated[str, typer.Option(help="Where the labels come from (kept with them).")] = "upload",
+) -> None:
+    """Labels for logged predictions, joined by request id: all of the file or nothing."""
+    from modelyard.platform.jobs.ingest import feedback_file
+
+    done = feedback_file(_platform(), name, file, source)
+    out.print(f"stored {done['stored']} labels for {name}")
+
+
+@cli.command()
+def drift(
+    name: str,
+    now: Annotated[bool, typer.Option("--now", help="Run a check of the newest window here, and wait for it.")] = False,
+    limit: Annotated[int, typer.Option(help="How many recent checks to show.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent drift checks of a model (verdict, drifted columns, performance, what the policy did)."""
+    from modelyard.platform.cli.views import print_checks
+    from modelyard.platform.jobs.monitoring import drift_rows, run_check
+
+    if now:
+        result = run_check(_platform(), name)
+        if result.get("verdict") is None:
+            raise ModelyardError(f"no drift check of '{name}': {result['reason']}.")
+    rows = drift_rows(_platform(), name, limit)
+    if as_json:
+        return _print_json(rows)
+    print_checks(out, rows, f"drift checks of {name}")
+
+
+@cli.command()
+def retrain(
+    name: str,
+    reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")],
+    actor: Annotated[str, typer.Option(help="Who; kept in the audit log.")] = "cli",
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the training to its gate.")] = False,
+) -> None:
+    """Retrain the champion's spec on its data plus the labeled window (monitoring.retrain_data), now."""
+    from modelyard.platform.jobs.monitoring import retrain as queue
+    from modelyard.platform.jobs.submit import follow
+
+    done = queue(_platform(), name, reason, actor)
+    out.print(f"retraining {done['request_id']} queued (from v{done['parent_version']}, data {done['data']})")
+    if wait:
+        result = follow(_settings(), done["request_id"])
+        out.print(f"v{result.get('version')}: {result.get('gate', {}).get('reasons', result.get('status'))}")
+
+
+@cli.command()
 def requests(
     state: Annotated[
         list[str] | None,
@@ -334,11 +402,20 @@ def token_revoke(name: str) -> None:
 
 
 @cli.command()
-def demo(name: Annotated[str, typer.Option(help="Registered model name to use.")] = "digits-demo") -> None:
-    """Train four versions on digits; gate (threshold, baseline, champion), promote, roll back; print the timeline."""
-    from modelyard.platform.cli.demo import run_demo
+def demo(
+    scenario: Annotated[str, typer.Argument(help="lifecycle (the default) or drift")] = "lifecycle",
+    name: Annotated[str | None, typer.Option(help="Registered model name to use.")] = None,
+) -> None:
+    """lifecycle: four versions on digits gated, promoted, rolled back. drift: the monitoring loop end to end."""
+    if scenario == "lifecycle":
+        from modelyard.platform.cli.demo import run_demo
 
-    run_demo(_settings(), out, name)
+        return run_demo(_settings(), out, name or "digits-demo")
+    if scenario == "drift":
+        from modelyard.platform.cli.drift_demo import run_drift_demo
+
+        return run_drift_demo(_settings(), out, name or "cancer-drift")
+    raise ModelyardError(f"unknown demo '{scenario}' (lifecycle or drift).")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,13 @@ KIND_STYLE = {
     "stale_worker_stopped": "magenta",
     "duplicate_archived": "yellow",
     "request_failed": "red",
+    "drift_checked": "",
+    "retraining_queued": "magenta",
+    "retraining_skipped": "yellow",
+    "guard_baked": "green",
+    "guard_rolled_back": "red",
 }
+VERDICT_STYLE = {"no_drift": "green", "drift_harmless": "yellow", "harmful_drift": "red", "performance_drop": "red"}
 
 
 def _what(row: dict[str, Any]) -> str:
@@ -40,7 +46,41 @@ def _what(row: dict[str, Any]) -> str:
         return (
             f"v{row['to']} {'passed' if row['kind'] == 'gate_passed' else 'rejected'} (champion v{row['from'] or '-'})"
         )
+    if row["kind"] == "drift_checked":
+        return f"v{row['to']} drift check: {(row.get('evidence') or {}).get('verdict', '?').replace('_', ' ')}"
+    if row["kind"] == "retraining_queued":
+        return f"retraining queued (from v{row['from'] or '-'})"
+    if row["kind"].startswith("guard_"):
+        return f"guard: v{row['from'] if row['kind'] == 'guard_rolled_back' else row['to']} " + (
+            "rolled back" if row["kind"] == "guard_rolled_back" else "baked"
+        )
     return row["kind"].replace("_", " ")
+
+
+def print_checks(console: Console, rows: list[dict[str, Any]], title: str) -> None:
+    table = Table("#", "time (UTC)", "version", "rows", "verdict", "drift share", "performance", "policy", title=title)
+    for row in rows:
+        style = VERDICT_STYLE.get(row["verdict"] or "", "")
+        verdict = str(row["verdict"]).replace("_", " ")
+        perf = row.get("performance") or {}
+        if perf.get("source") == "live":
+            shown = f"live {perf['metric']} {perf['live']:.3f} (held-out {perf['heldout']:.3f})"
+        elif perf.get("source") == "cbpe":
+            shown = f"est. accuracy {perf['estimated_accuracy']:.3f} (ref {perf['reference_estimate']:.3f})"
+        else:
+            shown = "-"
+        share = "-" if row["drift_share"] is None else f"{row['drift_share']:.0%} ({len(row['drifted_columns'])})"
+        table.add_row(
+            str(row["id"]),
+            row["created"],
+            f"v{row['version']}",
+            f"{row['window']['rows']} ({row['window']['labeled']} labeled)",
+            f"[{style}]{verdict}[/{style}]" if style else verdict,
+            share,
+            shown,
+            row["decision"] or "",
+        )
+    console.print(table if rows else "no drift checks yet")
 
 
 def print_timeline(console: Console, rows: list[dict[str, Any]], title: str) -> None:

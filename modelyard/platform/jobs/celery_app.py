@@ -17,6 +17,9 @@ QUEUES = ("train", "train-all", "export", "monitor")
 TRAIN_TASK = "modelyard.train"
 EXPORT_TASK = "modelyard.export"
 RECONCILE_TASK = "modelyard.monitor.reconcile"  # on the monitor queue, beside the drift checks
+CHECK_TASK = "modelyard.monitor.check"
+TICK_TASK = "modelyard.monitor.tick"
+RETENTION_TASK = "modelyard.monitor.retention"
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -74,7 +77,17 @@ def create_app(settings: Settings | None = None) -> Celery:
                 "task": RECONCILE_TASK,
                 "schedule": settings.reconcile_seconds,
                 "options": {"expires": settings.reconcile_seconds},  # a backlog of passes is one pass
-            }
+            },
+            "monitor-tick": {  # drift checks that are due, and guard verdicts on recent promotions
+                "task": TICK_TASK,
+                "schedule": settings.monitor_tick_seconds,
+                "options": {"expires": settings.monitor_tick_seconds},
+            },
+            "inference-log-retention": {
+                "task": RETENTION_TASK,
+                "schedule": settings.retention_seconds,
+                "options": {"expires": settings.retention_seconds},
+            },
         },
     )
     return app
@@ -86,6 +99,11 @@ def send_training(app: Celery, payload: dict[str, Any]) -> None:
 
     queue = train_queue(payload["spec"])  # the routing key too: the default route would say `train`
     app.send_task(TRAIN_TASK, args=[payload], task_id=payload["request_id"], queue=queue, routing_key=queue)
+
+
+def send_check(app: Celery, model: str, last_id: int) -> None:
+    """Queue a drift check of a model's newest window (the id names the window, so a repeat is recognisable)."""
+    app.send_task(CHECK_TASK, args=[{"model": model}], task_id=f"check:{model}:{last_id}")
 
 
 app = create_app()

@@ -29,11 +29,13 @@ def submit_training(
     trigger: str = "manual",
     overrides: dict[str, Any] | None = None,
     actor: str = "cli",
+    parent: str | None = None,
 ) -> Submitted:
     """Validate the request, the spec, its export block and a local dataset here, record the request, queue it.
 
     `spec_source` is a YAML file, or a spec already parsed (the HTTP API reads it from a body).
     """
+    from modelyard.monitoring.spec import parse_monitoring
     from modelyard.platform.jobs.celery_app import create_app
     from modelyard.platform.jobs.exporting import export_spec_of
     from modelyard.platform.jobs.outbox import wake
@@ -48,19 +50,20 @@ def submit_training(
     if overrides:
         spec = parse_spec({**spec.model_dump(mode="json"), **overrides}, where)
     export_spec_of(spec.export, where)  # found now, not after an hour of training
+    parse_monitoring(spec.monitoring, where)
     payload = train_request(request_id, spec.model_dump(mode="json"), trigger)
     store = RequestStore(settings)
     if _is_local(spec.dataset.source):
         try:  # fail in seconds, before anything is queued
             load_dataset(spec.dataset)
         except DatasetError as err:
-            store.create(request_id, spec.name, payload.spec, trigger)
+            store.create(request_id, spec.name, payload.spec, trigger, parent)
             if store.fail(None, request_id, str(err)):
                 AuditLog(settings).record(
                     EventRecord(spec.name, "training_failed", str(err), actor, request_id=request_id)
                 )
             raise
-    new = store.create(request_id, spec.name, payload.spec, trigger)  # first the row: the source of truth
+    new = store.create(request_id, spec.name, payload.spec, trigger, parent)  # first the row: the source of truth
     row = store.get(request_id)
     if row is not None and not State(row.status).final:  # then its wake-up (a known request: harmless)
         wake(create_app(settings), settings, store, row)

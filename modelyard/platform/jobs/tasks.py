@@ -13,7 +13,15 @@ from pydantic import ValidationError
 
 from modelyard.errors import SpecError
 from modelyard.platform.context import Platform
-from modelyard.platform.jobs.celery_app import EXPORT_TASK, RECONCILE_TASK, TRAIN_TASK, app
+from modelyard.platform.jobs.celery_app import (
+    CHECK_TASK,
+    EXPORT_TASK,
+    RECONCILE_TASK,
+    RETENTION_TASK,
+    TICK_TASK,
+    TRAIN_TASK,
+    app,
+)
 from modelyard.platform.jobs.outbox import broker_epoch
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.states import State
@@ -183,3 +191,54 @@ def reconcile(self: Task) -> list[dict[str, str]]:
     from modelyard.platform.jobs.reconcile import reconcile as run
 
     return [a.as_dict() for a in run(Platform(Settings()), self.app)]
+
+
+@app.task(bind=True, name=CHECK_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def check(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
+    """One drift check of a model's newest window, then the retraining policy (jobs/monitoring.py).
+
+    A worker killed mid-check leaves the message unacknowledged: it is redelivered and the
+    check runs again; the window's key makes it one row, one decision.
+    """
+    from modelyard.platform.faults import as_transient, is_transient
+    from modelyard.platform.jobs.monitoring import run_check
+
+    model = str(payload.get("model", ""))
+    if not model:
+        raise SpecError(f"bad drift check request: needs a model name, got {payload!r}.")
+    try:
+        return run_check(Platform(Settings()), model)
+    except Exception as err:
+        if is_transient(err) and self.request.retries < Settings().max_retries:
+            raise self.retry(exc=as_transient(err, "drift check"), countdown=backoff(self.request.retries)) from None
+        raise
+
+
+@app.task(bind=True, name=TICK_TASK, ignore_result=True)
+def tick(self: Task) -> None:
+    """Beat's monitoring pass: queue the drift checks that are due, give the guard's verdicts."""
+    import logging
+
+    from modelyard.platform.jobs.celery_app import send_check
+    from modelyard.platform.jobs.monitoring import due_checks, guard, guarded_models
+
+    platform = Platform(Settings())
+    log = logging.getLogger("modelyard.monitor")
+    for model in due_checks(platform):
+        send_check(self.app, model, platform.inference.last_id(model))
+    for model in guarded_models(platform):
+        try:
+            verdict = guard(platform, model)
+        except Exception as err:  # one model's failure must not stop the others' guards
+            log.warning("guard of %s: %s", model, err)
+            continue
+        if verdict and verdict["verdict"] in ("guard_baked", "guard_rolled_back"):
+            log.info("guard of %s: %s", model, verdict["reason"])
+
+
+@app.task(bind=True, name=RETENTION_TASK, ignore_result=True)
+def retention(self: Task) -> dict[str, int]:
+    """Beat's hourly pass: at most MODELYARD_INFERENCE_LOG_MAX_ROWS logged rows per model."""
+    from modelyard.platform.jobs.monitoring import retention as trim
+
+    return trim(Platform(Settings()))

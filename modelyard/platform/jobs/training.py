@@ -225,6 +225,52 @@ def _registered_before(registry: MlflowRegistry, name: str, request_id: str) -> 
         return None
 
 
+def with_recent_rows(platform: Platform, spec: TrainSpec, ds: Any) -> Any:
+    """The dataset a retraining learns from: the spec's, re-read, and/or the labeled rows of the inference log.
+
+    The rows are fixed when the retraining is queued (`dataset.recent.until_id`), so every
+    attempt of the request learns from the same data; the new content hash is recorded.
+    """
+    import numpy as np
+
+    from modelyard.errors import DatasetError
+    from modelyard.trainers.datasets import Dataset
+
+    recent = spec.dataset.recent
+    if recent is None or recent.mode == "original":
+        return ds
+    rows = platform.inference.labeled(recent.model, recent.until_id, recent.rows)
+    index = {str(c): i for i, c in enumerate(ds.classes)}
+    xs: list[np.ndarray] = []
+    ys: list[float] = []
+    for r in rows:
+        value = next(iter(r.inputs.values()), None)
+        x = np.asarray(value, dtype=np.float32)
+        if x.size != int(np.prod(ds.x.shape[1:])):
+            raise DatasetError(
+                f"logged row {r.id} of '{recent.model}' has {x.size} values; the dataset's rows have "
+                f"{int(np.prod(ds.x.shape[1:]))}."
+            )
+        if ds.task == "classification":
+            if str(r.label) not in index:
+                raise DatasetError(f"label {r.label!r} of logged row {r.id} is not one of the classes {ds.classes}.")
+            ys.append(index[str(r.label)])
+        else:
+            ys.append(float(r.label))
+        xs.append(x.reshape(ds.x.shape[1:]))
+    if not rows:
+        if recent.mode == "recent":
+            raise DatasetError(f"no labeled rows of '{recent.model}' up to log row {recent.until_id} to retrain on.")
+        return ds
+    x_new = np.stack(xs).astype(np.float32)
+    y_new = np.asarray(ys, dtype=ds.y.dtype)
+    if recent.mode == "original+recent":
+        x_new, y_new = np.concatenate([ds.x, x_new]), np.concatenate([ds.y, y_new])
+    logged = f"{len(rows)} labeled rows of {recent.model}'s inference log"
+    source = logged if recent.mode == "recent" else f"{ds.source} (re-read, sha256 {ds.content_hash[:16]}) + {logged}"
+    return Dataset(x_new, y_new, ds.classes, ds.feature_names, source, ds.task)
+
+
 def _train_and_register(
     platform: Platform,
     request: TrainRequest,
@@ -241,7 +287,7 @@ def _train_and_register(
 
     t = time.perf_counter()
     report({"stage": "loading data"})
-    ds = datasets.load_dataset(spec.dataset)
+    ds = with_recent_rows(platform, spec, datasets.load_dataset(spec.dataset))
     split = datasets.split_dataset(ds, spec.validation_fraction, spec.test_fraction, spec.seed)
     n_outputs = len(ds.classes) if ds.task == "classification" else 1
     timings["load_s"] = time.perf_counter() - t

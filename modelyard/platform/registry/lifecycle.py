@@ -162,9 +162,21 @@ class Lifecycle:
         return self._move(name, plan, actor, reason, checked, request_id, extra, fence, run_folder)
 
     def rollback(
-        self, name: str, actor: str, reason: str, to_version: str | None = None, force: bool = False
+        self,
+        name: str,
+        actor: str,
+        reason: str,
+        to_version: str | None = None,
+        force: bool = False,
+        expect_champion: str | None = None,
+        evidence: dict[str, Any] | None = None,
+        extra: tuple[EventRecord, ...] = (),
     ) -> list[EventRecord]:
-        """Champion goes back to `previous` (or a named version); previous is cleared."""
+        """Champion goes back to `previous` (or a named version); previous is cleared.
+
+        `expect_champion` (the guard): roll back only if that version is still champion, else
+        ChampionMoved. `extra` events are written in the same transaction as the moves.
+        """
         named = None if to_version is None else self.registry.get_version(name, to_version)
         if named is None:
             self.registry.get_alias(name, "champion")  # an unknown model: NotFoundError, said as such
@@ -172,6 +184,9 @@ class Lifecycle:
 
         def plan(current: dict[str, str]) -> Moves:
             champion = current.get("champion")
+            if expect_champion is not None and champion != expect_champion:
+                moved = f"the champion of '{name}' moved to v{champion}"
+                raise ChampionMoved(f"{moved}; v{expect_champion} is not rolled back.")
             if named is None:
                 if "previous" not in current:
                     raise LifecycleError(f"model '{name}' has no previous version to roll back to; name one with --to.")
@@ -184,9 +199,10 @@ class Lifecycle:
             return [("champion", target.version), ("previous", None)]
 
         def proof(current: dict[str, str]) -> dict[str, Any]:
-            return self._deployable_or_forced(targets["target"], force, {"rolled_back_from": current.get("champion")})
+            found = {**(evidence or {}), "rolled_back_from": current.get("champion")}
+            return self._deployable_or_forced(targets["target"], force, found)
 
-        return self._move(name, plan, actor, reason, proof, fence=None)
+        return self._move(name, plan, actor, reason, proof, extra=extra, fence=None)
 
     @staticmethod
     def _deployable_or_forced(info: VersionInfo, force: bool, evidence: dict[str, Any]) -> dict[str, Any]:

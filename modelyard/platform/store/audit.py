@@ -124,6 +124,11 @@ class AliasMove:
     def __init__(self, session: Session, model: str) -> None:
         self._session, self.model = session, model
 
+    @property
+    def session(self) -> Session:
+        """The move's transaction: other rows written with it commit (or not) with its events."""
+        return self._session
+
     def aliases(self) -> dict[str, str]:
         rows = self._session.scalars(select(Alias).where(Alias.model == self.model))
         return {a.alias: a.version for a in rows}

@@ -5,7 +5,7 @@ MLflow keeps no alias history, so `events` is the audit log and the source of
 same transaction, so read commands need not open MLflow. `training_requests` makes
 training idempotent on the request id. `api_tokens` holds SHA-256 hashes of bearer
 tokens, never the tokens; `inference_log` and `feedback` are production data, joined by
-request id.
+request id; `drift_checks` holds one row per judged monitoring window.
 The schema is created and upgraded by Alembic migrations (see migrations/).
 """
 
@@ -21,7 +21,7 @@ from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0004"  # the newest migration; a test keeps it equal to Alembic's head
+SCHEMA_HEAD = "0005"  # the newest migration; a test keeps it equal to Alembic's head
 
 
 def utcnow() -> dt.datetime:
@@ -146,6 +146,32 @@ class Feedback(Base):
     request_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     label: Mapped[Any] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DriftCheck(Base):
+    """One drift check of one window of one served version: the scores, the verdict, what it cost."""
+
+    __tablename__ = "drift_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(20))
+    # model + version + the window's first and last log ids, hashed: a redelivered check of the same
+    # window finds its row instead of writing a second one.
+    window_key: Mapped[str] = mapped_column(String(64), unique=True)
+    first_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    last_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    window_from: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    window_to: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    rows: Mapped[int] = mapped_column(Integer)
+    labeled_rows: Mapped[int] = mapped_column(Integer, default=0)
+    verdict: Mapped[str] = mapped_column(String(30))  # monitoring.checks.Verdict
+    drift_share: Mapped[float | None] = mapped_column()
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON)  # feature, prediction and performance evidence
+    decision: Mapped[str | None] = mapped_column(Text)  # what the retraining policy did with it
+    report_uri: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[float] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

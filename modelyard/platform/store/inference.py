@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Select, delete, func, insert, select
 
 from modelyard.errors import InputError
 from modelyard.platform.settings import Settings
@@ -31,16 +31,39 @@ class Prediction:
     created_at: dt.datetime = field(default_factory=utcnow)
 
 
+@dataclass
+class LoggedRow:
+    id: int
+    version: str
+    request_id: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    meta: dict[str, Any]
+    created_at: dt.datetime
+    label: Any  # None until feedback arrives
+
+
 class InferenceLog:
     def __init__(self, settings: Settings) -> None:
         url = settings.platform_database_url
         ensure_schema(url, settings.run_folder)
         self._sessions = session_factory(url)
 
-    def append(self, rows: Sequence[Prediction]) -> int:
+    def append(self, rows: Sequence[Prediction], unique: bool = False) -> int:
+        """Write a batch in one transaction. `unique`: refuse it whole if any request id was logged before."""
         if not rows:
             return 0
         with self._sessions.begin() as session:
+            if unique:
+                for model in {r.model for r in rows}:
+                    known = _logged_ids(session, model, [r.request_id for r in rows if r.model == model])
+                    if known:
+                        more = f" (and {len(known) - 1} more)" if len(known) > 1 else ""
+                        raise InputError(
+                            f"request id '{sorted(known)[0]}'{more} was logged for model '{model}' before; "
+                            "nothing was stored.",
+                            code="duplicate_request_id",
+                        )
             table = InferenceRecord.__table__  # Core, not the ORM: no per-row bookkeeping
             session.execute(insert(table), [vars(r) for r in rows])  # type: ignore[arg-type]
         return len(rows)
@@ -54,16 +77,7 @@ class InferenceLog:
                 raise InputError(f"request id '{rid}' appears twice in this feedback batch.", code="invalid_feedback")
             seen.add(rid)
         with self._sessions.begin() as session:
-            logged: set[str] = set()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                logged |= set(
-                    session.scalars(
-                        select(InferenceRecord.request_id).where(
-                            InferenceRecord.model == model, InferenceRecord.request_id.in_(chunk)
-                        )
-                    )
-                )
+            logged = _logged_ids(session, model, ids)
             missing = [rid for rid in ids if rid not in logged]
             if missing:
                 more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -85,6 +99,114 @@ class InferenceLog:
         with self._sessions() as session:
             return int(session.scalar(select(func.count()).where(InferenceRecord.model == model)) or 0)
 
+    def window(
+        self, model: str, version: str | None, limit: int, since: dt.datetime | None = None, until_id: int | None = None
+    ) -> list[LoggedRow]:
+        """The newest `limit` rows of a model (of one served version), with their labels where known, oldest first.
+
+        One range scan of the (model, version, id) index: well under a second at millions of rows.
+        """
+        query = _with_labels(outer=True).where(InferenceRecord.model == model)
+        if version is not None:
+            query = query.where(InferenceRecord.version == version)
+        if since is not None:
+            query = query.where(InferenceRecord.created_at >= since)
+        if until_id is not None:
+            query = query.where(InferenceRecord.id <= until_id)
+        return self._newest(query, limit)
+
+    def labeled(self, model: str, until_id: int, limit: int) -> list[LoggedRow]:
+        """The newest `limit` labeled rows of a model up to a log id, oldest first (what a retraining learns)."""
+        query = _with_labels(outer=False).where(InferenceRecord.model == model, InferenceRecord.id <= until_id)
+        return self._newest(query, limit)
+
+    def _newest(self, query: Select, limit: int) -> list[LoggedRow]:
+        with self._sessions() as session:
+            found = session.execute(query.order_by(InferenceRecord.id.desc()).limit(limit)).all()
+        return [LoggedRow(*r) for r in reversed(found)]
+
+    def last_id(self, model: str, version: str | None = None) -> int:
+        query = select(func.max(InferenceRecord.id)).where(InferenceRecord.model == model)
+        if version is not None:
+            query = query.where(InferenceRecord.version == version)
+        with self._sessions() as session:
+            return int(session.scalar(query) or 0)
+
+    def counts(self, model: str, version: str, since: dt.datetime) -> tuple[int, int, int]:
+        """Rows a version served since a time, how many have labels, how many failed (meta.error): counted, not read."""
+        on = (Feedback.model == InferenceRecord.model) & (Feedback.request_id == InferenceRecord.request_id)
+        query = (
+            select(
+                func.count(InferenceRecord.id),
+                func.count(Feedback.request_id),
+                func.count(InferenceRecord.meta["error"].as_string()),
+            )
+            .select_from(InferenceRecord)
+            .join(Feedback, on, isouter=True)
+            .where(InferenceRecord.model == model, InferenceRecord.version == version)
+            .where(InferenceRecord.created_at >= since)
+        )
+        with self._sessions() as session:
+            rows, labeled, errors = session.execute(query).one()
+        return int(rows), int(labeled), int(errors)
+
+    def labeled_since(self, model: str, since: dt.datetime) -> bool:
+        """Whether labels of the model arrived after a time."""
+        query = select(Feedback.request_id).where(Feedback.model == model, Feedback.created_at > since).limit(1)
+        with self._sessions() as session:
+            return session.scalar(query) is not None
+
+    def models(self) -> list[str]:
+        with self._sessions() as session:
+            return sorted(session.scalars(select(InferenceRecord.model).distinct()))
+
+    def trim(self, model: str, keep: int) -> int:
+        """Keep the newest `keep` rows of a model (and the labels of those); remove the rest. Returns rows removed."""
+        with self._sessions.begin() as session:
+            cutoff = session.scalar(
+                select(InferenceRecord.id)
+                .where(InferenceRecord.model == model)
+                .order_by(InferenceRecord.id.desc())
+                .offset(keep)
+                .limit(1)
+            )
+            if cutoff is None:
+                return 0
+            gone = session.execute(
+                delete(InferenceRecord).where(InferenceRecord.model == model, InferenceRecord.id <= cutoff)
+            ).rowcount
+            kept = select(InferenceRecord.request_id).where(InferenceRecord.model == model)
+            session.execute(delete(Feedback).where(Feedback.model == model, Feedback.request_id.not_in(kept)))
+        return int(gone or 0)
+
     def labels(self, model: str) -> dict[str, Any]:
         with self._sessions() as session:
             return {f.request_id: f.label for f in session.scalars(select(Feedback).where(Feedback.model == model))}
+
+
+def _with_labels(outer: bool) -> Select:
+    """Logged rows joined with their labels (outer: unlabeled rows too, with label None)."""
+    columns = (
+        InferenceRecord.id,
+        InferenceRecord.version,
+        InferenceRecord.request_id,
+        InferenceRecord.inputs,
+        InferenceRecord.outputs,
+        InferenceRecord.meta,
+        InferenceRecord.created_at,
+        Feedback.label,
+    )
+    on = (Feedback.model == InferenceRecord.model) & (Feedback.request_id == InferenceRecord.request_id)
+    return select(*columns).join(Feedback, on, isouter=outer)
+
+
+def _logged_ids(session: Any, model: str, ids: Sequence[str]) -> set[str]:
+    """Which of these request ids the model's log holds (asked in chunks: databases cap bound parameters)."""
+    logged: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        query = select(InferenceRecord.request_id).where(
+            InferenceRecord.model == model, InferenceRecord.request_id.in_(chunk)
+        )
+        logged |= set(session.scalars(query))
+    return logged

@@ -148,6 +148,17 @@ class RequestStore:
         except IntegrityError:
             return False
 
+    def in_flight(self, model: str) -> str | None:
+        """The oldest request of a model that is queued or running (not final), if any."""
+        query = (
+            select(TrainingRequest.request_id)
+            .where(TrainingRequest.model == model, TrainingRequest.status.not_in([str(s) for s in FINAL]))
+            .order_by(TrainingRequest.created_at)
+            .limit(1)
+        )
+        with self._sessions() as session:
+            return session.scalar(query)
+
     def claim_training(self, request_id: str, owner: str) -> Claim:
         """Take the training stage: a queued request, or one whose training worker stopped beating."""
         stale = TrainingRequest.status.in_((State.TRAINING, State.REGISTERING))
