@@ -182,8 +182,8 @@ def _encode(x: np.ndarray, y: np.ndarray, names: list[str], spec: DatasetSpec, w
                     f"classes {list(spec.classes)}."
                 )
         classes = [_plain(c) for c in spec.classes]
-        index = {str(c): i for i, c in enumerate(classes)}
-        encoded = np.array([index[str(v)] for v in labels], dtype=np.int64)
+        index = class_index(classes)
+        encoded = np.array([index[label_key(v)] for v in labels], dtype=np.int64)
     else:
         classes = sorted(set(labels), key=lambda v: (isinstance(v, str), v))
         index = {c: i for i, c in enumerate(classes)}
@@ -198,6 +198,20 @@ def _encode(x: np.ndarray, y: np.ndarray, names: list[str], spec: DatasetSpec, w
                 f"at least {spec.min_rows_per_class} are needed to split it for training, validation and test."
             )
     return Dataset(x, encoded, classes, names, spec.source, spec.task)
+
+
+def label_key(value: Any) -> str:
+    """How a label is matched to a class wherever it comes from (a CSV, JSON, numpy): 1, 1.0, '1' and
+    numpy's 1 are one class; other floats and strings keep their text."""
+    value = _plain(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def class_index(classes: list[Any]) -> dict[str, int]:
+    """label_key -> the class's position (its encoded label)."""
+    return {label_key(c): i for i, c in enumerate(classes)}
 
 
 def _plain(value: Any) -> Any:

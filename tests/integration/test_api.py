@@ -284,9 +284,13 @@ def test_predictions_are_logged_and_feedback_and_uploads_join_them(served: Serve
     tensor = {"name": "images", "shape": [2, 8, 8, 1], "datatype": "FP32", "data": x.reshape(-1).tolist()}
     answer = served.call("POST", "/v2/models/digits/infer", "infer", json={"id": "fb-1", "inputs": [tensor]})
     assert answer.status_code == 200
-    labels = {"labels": [{"request_id": "fb-1#0", "label": 3}, {"request_id": "fb-1#1", "label": 5}]}
+    labels = {"labels": [{"request_id": "fb-1#0", "label": 3.0}, {"request_id": "fb-1#1", "label": "5"}]}
     stored = served.call("POST", "/v1/models/digits/feedback", "ingest", json=labels)
     assert (stored.status_code, stored.json()) == (200, {"stored": 2})
+    outside = {"labels": [{"request_id": "fb-1#0", "label": 10}]}
+    refused = served.call("POST", "/v1/models/digits/feedback", "ingest", json=outside)
+    assert refused.status_code == 400 and refused.json()["code"] == "invalid_label", refused.text
+    assert "label 10 of feedback item 1 is not one of the classes of digits/2" in refused.json()["error"]
     unknown = served.call(
         "POST",
         "/v1/models/digits/feedback",

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -181,6 +182,18 @@ def test_bad_log_and_feedback_batches_are_refused_whole_with_one_sentence(loop: 
     refused(pd.DataFrame({"request_id": ids, "label": [0] * 5, "note": ["x"] * 5}), "extra column note", "feedback")
     assert len(loop.platform.inference.labels(loop.name)) == labels_before, "a refused feedback batch stored labels"
 
+    # labels are stored as the class they name (1.0 from a spreadsheet is class 1), request ids as written
+    odd = loop.folder / "odd-ids.csv"
+    frame, _ = loop.batch(2, shifted=False, seed=10)
+    frame.assign(request_id=["007", "1e3"]).to_csv(odd, index=False)
+    log_file(loop.platform, loop.name, odd)
+    pd.DataFrame({"request_id": ["007", "1e3"], "label": [1.0, 0.0]}).to_csv(
+        loop.folder / "odd-labels.csv", index=False
+    )
+    feedback_file(loop.platform, loop.name, loop.folder / "odd-labels.csv")
+    stored = loop.platform.inference.labels(loop.name)
+    assert (stored["007"], stored["1e3"]) == (1, 0) and isinstance(stored["007"], int)
+
     # the same through the command line: exit code 1, one red sentence, no traceback
     bad = loop.folder / "bad-cli.csv"
     good.drop(columns=["mean radius"]).to_csv(bad, index=False)
@@ -291,7 +304,8 @@ def test_a_poisoned_retraining_is_rolled_back_and_a_good_one_bakes(loop: Loop) -
         assert tags.get("modelyard.guard") == "rolled_back"
         # and the loop does not retrain straight away on the same data: a cooldown follows the rollback
         sig = signature(loop.platform, loop.name, v2)
-        skip = decide(sig.monitoring, _with_verdict(policy_state(loop.platform, loop.name, v2), HARMFUL_DRIFT))
+        now = SimpleNamespace(id=10**9)  # as of a check newer than every one recorded
+        skip = decide(sig.monitoring, _with_verdict(policy_state(loop.platform, sig, now), HARMFUL_DRIFT))
         assert skip.action == "skip" and "after the last rollback" in skip.reason
     # never worse than before after the baking window: the champion is v2 again, or never left it
     assert loop.champion() == v2

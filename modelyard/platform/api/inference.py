@@ -4,6 +4,7 @@ tensor extension, and the ingest routes of production data (logged predictions, 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import time
 import uuid
@@ -145,6 +146,9 @@ async def _infer(request: Request, server: ModelServer, choose: Any) -> Response
                 what = (str(err).splitlines() or [type(err).__name__])[0][:300]
                 if "InvalidArgument" in type(err).__name__:
                     raise InputError(f"{model.name}/{model.version} refused the input: {what}") from None
+                # a failed run is logged too (inputs, no outputs): the guard counts the new champion's errors
+                failed = parsed.id or request.scope.get("modelyard.request_id") or uuid.uuid4().hex
+                server.writer.add(model.name, model.version, failed, feeds, {}, {"error": "inference_failed"})
                 raise UnavailableError(
                     f"{model.name}/{model.version} failed to run: {what}", code="inference_failed"
                 ) from None
@@ -200,8 +204,9 @@ async def feedback(request: Request, name: ModelName, body: FeedbackBody, _: Pri
     from modelyard.platform.jobs.ingest import check_feedback
 
     store = request.app.state.inference_log
-    pairs = [(item.request_id, item.label) for item in body.labels]
-    await run_in_threadpool(check_feedback, request.app.state.platform, name, [label for _, label in pairs])
+    given = [item.label for item in body.labels]
+    labels = await run_in_threadpool(check_feedback, request.app.state.platform, name, given)
+    pairs = [(item.request_id, label) for item, label in zip(body.labels, labels, strict=True)]
     stored = await run_in_threadpool(store.add_feedback, name, pairs, body.source)
     return Stored(stored=stored)
 
@@ -233,7 +238,10 @@ async def inferences(
                 outputs=record.outputs,
                 source=body.source,
                 meta=record.meta,
-                created_at=record.time or utcnow(),
+                # UTC, as every row: SQLite keeps no offset, and windows compare times
+                created_at=record.time.astimezone(dt.UTC)
+                if record.time and record.time.tzinfo
+                else (record.time or utcnow()),
             )
         )
     stored = await run_in_threadpool(request.app.state.inference_log.append, rows)

@@ -29,6 +29,7 @@ KIND_STYLE = {
     "retraining_skipped": "yellow",
     "guard_baked": "green",
     "guard_rolled_back": "red",
+    "guard_alarm": "red",
 }
 VERDICT_STYLE = {"no_drift": "green", "drift_harmless": "yellow", "harmful_drift": "red", "performance_drop": "red"}
 
@@ -50,10 +51,10 @@ def _what(row: dict[str, Any]) -> str:
         return f"v{row['to']} drift check: {(row.get('evidence') or {}).get('verdict', '?').replace('_', ' ')}"
     if row["kind"] == "retraining_queued":
         return f"retraining queued (from v{row['from'] or '-'})"
+    if row["kind"] == "guard_rolled_back":
+        return f"guard: v{row['from']} rolled back"
     if row["kind"].startswith("guard_"):
-        return f"guard: v{row['from'] if row['kind'] == 'guard_rolled_back' else row['to']} " + (
-            "rolled back" if row["kind"] == "guard_rolled_back" else "baked"
-        )
+        return f"guard: v{row['to']} {'baked' if row['kind'] == 'guard_baked' else 'worse, nothing to roll back to'}"
     return row["kind"].replace("_", " ")
 
 

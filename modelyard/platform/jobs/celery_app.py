@@ -103,7 +103,7 @@ def send_training(app: Celery, payload: dict[str, Any]) -> None:
 
 def send_check(app: Celery, model: str, last_id: int) -> None:
     """Queue a drift check of a model's newest window (the id names the window, so a repeat is recognisable)."""
-    app.send_task(CHECK_TASK, args=[{"model": model}], task_id=f"check:{model}:{last_id}")
+    app.send_task(CHECK_TASK, args=[{"model": model}], task_id=f"check:{model}:{last_id}", expires=300)
 
 
 app = create_app()

@@ -33,7 +33,8 @@ def read_table(path: Path) -> pd.DataFrame:
     if suffix not in (".csv", ".parquet", ".pq"):
         raise InputError(f"file {path.name} has an unknown format '{suffix}' (use .csv or .parquet).")
     try:
-        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        # request ids are text: pandas would read 007 as 7.0 and 1e3 as 1000.0
+        frame = pd.read_csv(path, dtype={"request_id": str}) if suffix == ".csv" else pd.read_parquet(path)
     except Exception as err:  # pandas raises many types; the user needs the file and the cause
         raise InputError(f"could not read {path.name}: {str(err).splitlines()[0] if str(err) else err}.") from None
     if frame.empty:
@@ -83,29 +84,29 @@ def numeric_features(path: Path, frame: pd.DataFrame, columns: list[str]) -> np.
     return x
 
 
-def check_labels(sig: Signature, labels: list[Any], where: str) -> None:
-    """Every label must be one of the model's classes (classification) or a finite number (regression)."""
+def canonical_labels(sig: Signature, labels: list[Any], where: str) -> list[Any]:
+    """Each label as the model's own class value (1.0 from a CSV is class 1), or a finite float (regression);
+    one sentence for the first that is missing, unknown or not a number."""
+    found = []
     for i, label in enumerate(labels):
-        missing = label is None or (isinstance(label, float) and not np.isfinite(label))
-        if missing:
+        label = label.item() if hasattr(label, "item") else label
+        if label is None or (isinstance(label, float) and not np.isfinite(label)):
             raise InputError(f"label of {where} {i + 1} is missing.", code="invalid_label")
         if sig.task == "classification":
-            if sig.class_index(_plain(label)) is None:
+            index = sig.class_index(label)
+            if index is None:
                 raise InputError(
-                    f"label {_plain(label)!r} of {where} {i + 1} is not one of the classes of "
+                    f"label {label!r} of {where} {i + 1} is not one of the classes of "
                     f"{sig.model}/{sig.version} ({', '.join(map(str, sig.classes))}).",
                     code="invalid_label",
                 )
+            found.append(sig.classes[index])
         else:
             try:
-                float(label)
+                found.append(float(label))
             except (TypeError, ValueError):
                 raise InputError(f"label {label!r} of {where} {i + 1} is not a number.", code="invalid_label") from None
-
-
-def _plain(value: Any) -> Any:
-    value = value.item() if hasattr(value, "item") else value
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    return found
 
 
 def log_file(platform: Platform, model: str, path: Path, source: str = "upload") -> dict[str, Any]:
@@ -121,8 +122,7 @@ def log_file(platform: Platform, model: str, path: Path, source: str = "upload")
     loaded = open_version(platform, model, version)
     input_name, output_name = loaded.inputs[0].name, loaded.outputs[0].name
     if "prediction" in frame.columns:
-        given = [_plain(v) for v in frame["prediction"].tolist()]
-        check_labels(sig, given, f"column 'prediction' of {path.name}, row")
+        given = canonical_labels(sig, frame["prediction"].tolist(), f"column 'prediction' of {path.name}, row")
         outputs = _one_hot(sig, given)
         how = "given"
     else:
@@ -173,14 +173,13 @@ def feedback_file(platform: Platform, model: str, path: Path, source: str = "upl
     sig = signature(platform, model, version)
     frame = read_table(path)
     check_columns(path, frame, sig, ["request_id", "label"], ())
-    labels = [_plain(v) for v in frame["label"].tolist()]
-    check_labels(sig, labels, f"{path.name}, row")
+    labels = canonical_labels(sig, frame["label"].tolist(), f"{path.name}, row")
     ids = [str(v) for v in frame["request_id"].tolist()]
     stored = platform.inference.add_feedback(model, list(zip(ids, labels, strict=True)), source)
     return {"model": model, "stored": stored}
 
 
-def check_feedback(platform: Platform, model: str, labels: list[Any]) -> None:
-    """The API's feedback route: the same label rules as the file."""
+def check_feedback(platform: Platform, model: str, labels: list[Any]) -> list[Any]:
+    """The API's feedback route: the same label rules as the file; the labels to store."""
     sig = signature(platform, model, champion_of(platform, model))
-    check_labels(sig, labels, "feedback item")
+    return canonical_labels(sig, labels, "feedback item")

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 
 AUTOMATIC = "policy"  # the actor of retrainings the policy queues
 GUARD = "guard"
-GUARD_KINDS = ("guard_baked", "guard_rolled_back")
+GUARD_KINDS = ("guard_baked", "guard_rolled_back", "guard_alarm")  # alarm: worse, but nothing to roll back to
 
 
 @dataclass
@@ -57,8 +59,9 @@ class Signature:
         return self.spec.primary_metric
 
     def class_index(self, label: Any) -> int | None:
-        index = {str(c): i for i, c in enumerate(self.classes)}
-        return index.get(str(label))
+        from modelyard.trainers.datasets import class_index, label_key
+
+        return class_index(self.classes).get(label_key(label))
 
 
 _cache_lock = threading.Lock()
@@ -100,10 +103,14 @@ def signature(platform: Platform, model: str, version: str) -> Signature:
     return found
 
 
-def champion_of(platform: Platform, model: str) -> str:
-    aliases = platform.audit.aliases(model).get(model, {})
+def known(platform: Platform, model: str) -> None:
     if not platform.audit.knows(model):
         raise NotFoundError(f"model '{model}' is not registered.", code="model_not_found")
+
+
+def champion_of(platform: Platform, model: str) -> str:
+    known(platform, model)
+    aliases = platform.audit.aliases(model).get(model, {})
     champion = aliases.get("champion")
     if champion is None:
         raise NotFoundError(f"model '{model}' has no champion to monitor.", code="alias_not_set")
@@ -225,13 +232,16 @@ def run_check(platform: Platform, model: str) -> dict[str, Any]:
         )
         failpoint("mid-check", platform.settings.run_folder)  # judged, nothing recorded: a redelivery judges again
         row, new = checks.record(values)
-        if new:
-            report = _log_report(platform, sig, row.id, html, checks)
-            if report:
-                checks.report(row.id, report)
-                row.report_uri = report
-    failpoint("after-check-row", platform.settings.run_folder)  # recorded, not decided: a redelivery decides
-    return _settled(platform, sig, row, checks)
+        failpoint("after-check-row", platform.settings.run_folder)  # recorded, not decided: a redelivery decides
+        answer = _settled(platform, sig, row, checks)
+        if new:  # the report last: MLflow being down must not keep a verdict from its decision
+            try:
+                answer["report"] = _log_report(platform, sig, row.id, html, checks)
+            except Exception as err:
+                logging.getLogger("modelyard.monitor").warning(
+                    "drift check %s of %s: no report: %s", row.id, model, err
+                )
+    return answer
 
 
 def _settled(platform: Platform, sig: Signature, row: Any, checks: Any) -> dict[str, Any]:
@@ -249,26 +259,27 @@ def drift_rows(platform: Platform, model: str, limit: int = 20) -> list[dict[str
     """Recent checks, oldest first, as `modelyard drift --json` and `GET /v1/models/{name}/drift` show them."""
     from modelyard.platform.store.drift import DriftChecks
 
-    if not platform.audit.knows(model):
-        raise NotFoundError(f"model '{model}' is not registered.", code="model_not_found")
+    known(platform, model)
     return [check_row(c) for c in DriftChecks(platform.settings).recent(model, limit)]
+
+
+def _drifted(row: Any) -> list[str]:
+    columns = ((row.scores or {}).get("features") or {}).get("columns", [])
+    return [c["column"] for c in columns if c.get("drifted")]
 
 
 def _evidence(row: Any) -> dict[str, Any]:
     scores = row.scores or {}
-    features = scores.get("features") or {}
-    drifted = [c["column"] for c in features.get("columns", []) if c.get("drifted")]
     return {
         "check_id": row.id,
         "verdict": row.verdict,
         "rows": row.rows,
         "labeled_rows": row.labeled_rows,
         "drift_share": row.drift_share,
-        "drifted_columns": drifted,
+        "drifted_columns": _drifted(row),
         "prediction": {k: v for k, v in (scores.get("prediction") or {}).items() if k in ("distance", "drifted")},
         "performance": scores.get("performance"),
         "window": [row.first_id, row.last_id],
-        "report": row.report_uri,
     }
 
 
@@ -285,7 +296,7 @@ def check_row(row: Any) -> dict[str, Any]:
         "verdict": row.verdict,
         "reason": scores.get("reason"),
         "drift_share": row.drift_share,
-        "drifted_columns": [c["column"] for c in features.get("columns", []) if c.get("drifted")],
+        "drifted_columns": _drifted(row),
         "column_scores": {c["column"]: c["score"] for c in features.get("columns", [])},
         "prediction_drift": (scores.get("prediction") or {}).get("distance"),
         "performance": scores.get("performance"),
@@ -314,7 +325,11 @@ def _log_report(platform: Platform, sig: Signature, check_id: int, html: Path, c
         share = next((c.drift_share for c in history if c.id == check_id), None)
         if share is not None:
             client.log_metric(run_id, "drift_share", float(share), step=check_id)
-    return f"runs:/{run_id}/drift/check-{check_id:06d}/drift_report.html" if html.exists() else None
+    if not html.exists():
+        return None
+    uri = f"runs:/{run_id}/drift/check-{check_id:06d}/drift_report.html"
+    checks.report(check_id, uri)
+    return uri
 
 
 def _monitoring_run(platform: Platform, model: str) -> str:
@@ -336,20 +351,33 @@ def _monitoring_run(platform: Platform, model: str) -> str:
 # ---------------------------------------------------------------------------------------------- policy
 
 
-def policy_state(platform: Platform, model: str, version: str) -> Any:
+def policy_state(platform: Platform, sig: Signature, check: Any, own: str | None = None) -> Any:
+    """What the policy decides on, as of `check`: the judged windows of the served version up to it (a window
+    fewer than min_rows newer than the one before is the same data judged again: the newer verdict
+    replaces it), the retraining in flight (but `own`, this window's own request), cooldowns, the budget."""
     from modelyard.monitoring.policy import TOO_FEW_ROWS, PolicyState
     from modelyard.platform.store.drift import DriftChecks
 
     now = utcnow()
-    checks = DriftChecks(platform.settings).recent(model, 50, version=version)
-    events = platform.audit.history(model, ("retraining_queued", "guard_rolled_back"))
+    judged = [
+        c
+        for c in DriftChecks(platform.settings).recent(sig.model, 50, version=sig.version)
+        if c.id <= check.id and c.verdict != TOO_FEW_ROWS
+    ]
+    windows: list[Any] = []
+    for c in judged:
+        if windows and c.last_id - windows[-1].last_id < sig.monitoring.min_rows:
+            windows[-1] = c
+        else:
+            windows.append(c)
+    events = platform.audit.history(sig.model, ("retraining_queued", "guard_rolled_back"))
     automatic = [e for e in events if e.kind == "retraining_queued" and e.actor == AUTOMATIC]
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     rollbacks = [e for e in events if e.kind == "guard_rolled_back"]
     return PolicyState(
-        verdicts=[c.verdict for c in checks if c.verdict != TOO_FEW_ROWS],
+        verdicts=[c.verdict for c in windows],
         now=now,
-        in_flight=platform.requests.in_flight(model),
+        in_flight=platform.requests.in_flight(sig.model, ignore=own),
         last_retraining=_aware(automatic[-1].created_at) if automatic else None,
         last_rollback=_aware(rollbacks[-1].created_at) if rollbacks else None,
         retrainings_today=sum(_aware(e.created_at) >= midnight for e in automatic),
@@ -357,35 +385,43 @@ def policy_state(platform: Platform, model: str, version: str) -> Any:
 
 
 def _aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    """A time from either database as UTC (SQLite hands back naive UTC; PostgreSQL the session's zone)."""
+    return when.astimezone(dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def apply_policy(platform: Platform, model: str, sig: Signature, check: Any) -> str:
-    """Turn the newest verdicts into a retraining, or a recorded reason why not; one decision at a time per model."""
+    """Turn the newest verdicts into a retraining, or a recorded reason why not; one decision per check."""
     from modelyard.monitoring.policy import decide
+    from modelyard.platform.faults import describe, is_transient
     from modelyard.platform.store.drift import DriftChecks
 
-    # One decision per check, one check of a model at a time: under the model's lock, the check's event,
-    # the skip event and the decision commit together at the end (SQLite: after the request's own writes).
+    rid = "drift-" + hashlib.sha256(f"{model}\0{check.window_key}".encode()).hexdigest()[:24]
+    # One check of a model at a time, under the model's lock; the check's events and its decision commit
+    # together at the end (on SQLite after the retraining request's own writes, which use other sessions).
     with platform.audit.moving(model) as tx:
         done = DriftChecks.decision(tx.session, check.id)
         if done is not None:  # another delivery of this window decided first
             return done
+        reason = (check.scores or {}).get("reason")
         events = [
-            EventRecord(model, "drift_checked", f"check {check.id} of v{sig.version}: {check.verdict}: "
-                        f"{(check.scores or {}).get('reason')}", "monitor", None, None, sig.version, _evidence(check))
+            EventRecord(model, "drift_checked", f"check {check.id} of v{sig.version}: {check.verdict}: {reason}",
+                        "monitor", None, None, sig.version, _evidence(check))
         ]  # fmt: skip
-        decision = decide(sig.monitoring, policy_state(platform, model, sig.version))
-        said = decision.reason
+        # `own`: a delivery that died after queueing this window's retraining finds it, and finishes it
+        decision = decide(sig.monitoring, policy_state(platform, sig, check, own=rid))
+        said, skipped = decision.reason, decision.action == "skip"
         if decision.action == "retrain":
-            rid = "drift-" + hashlib.sha256(f"{model}\0{check.window_key}".encode()).hexdigest()[:24]
-            reason = f"{decision.reason} (check {check.id}: {check.verdict})"
-            queue_retraining(platform, sig, rid, "drift", AUTOMATIC, reason, check.last_id, check.id)
-            said = f"retraining {rid} queued: {decision.reason}"
-        elif decision.action == "skip":
+            why = f"{decision.reason} (check {check.id}: {check.verdict})"
+            try:
+                queue_retraining(platform, sig, rid, "drift", AUTOMATIC, why, check.last_id, check.id)
+                said = f"retraining {rid} queued: {decision.reason}"
+            except Exception as err:
+                if is_transient(err):  # the broker or a database is down: the task retries, nothing decided yet
+                    raise
+                said, skipped = f"{decision.reason}, but the retraining could not be queued: {describe(err)}", True
+        if skipped:
             evidence = {**decision.evidence, "check_id": check.id}
-            events.append(EventRecord(model, "retraining_skipped", decision.reason, AUTOMATIC, None, None,
-                                      sig.version, evidence))  # fmt: skip
+            events.append(EventRecord(model, "retraining_skipped", said, AUTOMATIC, None, None, sig.version, evidence))
         tx.record(*events)
         DriftChecks.decide(tx.session, check.id, said)
     return said
@@ -420,8 +456,9 @@ def queue_retraining(
             raise InputError(f"retraining '{sig.model}' on recent data only, but no logged row has a label yet.")
     else:
         labeled = 0
-    submitted = submit_training(platform.settings, spec, request_id, trigger=trigger, actor=actor, parent=sig.version)
-    if submitted.new:
+    submit_training(platform.settings, spec, request_id, trigger=trigger, actor=actor, parent=sig.version)
+    queued = platform.audit.history(sig.model, ("retraining_queued",))
+    if not any(e.request_id == request_id for e in queued):  # once, also when a redelivery finishes the job
         evidence = {"data": mode, "labeled_rows": labeled, "until_id": until_id, "parent_version": sig.version}
         if check_id is not None:
             evidence["check_id"] = check_id
@@ -437,10 +474,10 @@ def retrain(platform: Platform, model: str, reason: str, actor: str) -> dict[str
     version = champion_of(platform, model)
     sig = signature(platform, model, version)
     until = platform.inference.last_id(model)
-    rid = "retrain-" + hashlib.sha256(f"{model}\0{until}\0{reason}".encode()).hexdigest()[:24]
+    rid = f"retrain-{uuid.uuid4().hex[:24]}"  # each command is a new retraining; two at once are refused below
     with platform.audit.moving(model):
         busy = platform.requests.in_flight(model)
-        if busy and busy != rid:
+        if busy:
             raise ConflictError(f"a retraining of '{model}' is already queued or running ({busy}); wait for it.")
         queue_retraining(platform, sig, rid, "manual", actor, reason, until)
     return {"request_id": rid, "model": model, "parent_version": version, "data": sig.monitoring.retrain_data}
@@ -457,11 +494,10 @@ def guard(platform: Platform, model: str) -> dict[str, Any] | None:
     promotion = _last_promotion(platform, model)
     if promotion is None:
         return None
-    verdicts = platform.audit.history(model, GUARD_KINDS)
-    done = [e for e in verdicts if (e.evidence or {}).get("promotion") == promotion.id]
-    if done:
-        return {"model": model, "version": promotion.to_version, "verdict": done[0].kind, "reason": done[0].reason}
     new, old = str(promotion.to_version), promotion.from_version
+    earlier = _verdict_of(platform.audit.history(model, GUARD_KINDS), promotion.id)
+    if earlier is not None:
+        return {"model": model, "version": new, "verdict": earlier.kind, "reason": earlier.reason}
     sig = signature(platform, model, new)
     options = sig.monitoring.guard
     since = _aware(promotion.created_at)
@@ -480,22 +516,34 @@ def guard(platform: Platform, model: str) -> dict[str, Any] | None:
         verdict = judge(evidence, options)
     proof = {**evidence.as_dict(), "promotion": promotion.id, "previous": old, "tolerance": options.tolerance}
     reason = f"v{new}: {verdict.reason}"
-    if verdict.action == "baked":
-        with platform.audit.moving(model) as tx:
-            if not any((e.evidence or {}).get("promotion") == promotion.id for e in tx.history(GUARD_KINDS)):
-                tx.record(EventRecord(model, "guard_baked", reason, GUARD, None, old, new, proof))
-        return {"model": model, "version": new, "verdict": "guard_baked", "reason": reason}
-    event = EventRecord(model, "guard_rolled_back", reason, GUARD, None, new, old, proof)
+    kind = {"baked": "guard_baked", "rollback": "guard_rolled_back"}[verdict.action]
+    if kind == "guard_rolled_back" and old is None:
+        kind, reason = "guard_alarm", reason + "; there is no previous version to roll back to"
+
+    def not_judged_yet(tx: Any) -> None:  # two beats may judge at once: the first verdict stands
+        if _verdict_of(tx.history(GUARD_KINDS), promotion.id) is not None:
+            raise ChampionMoved(f"the promotion of v{new} was judged meanwhile.")
+
     try:
-        platform.lifecycle.rollback(
-            model, GUARD, f"automatic rollback: {reason}", to_version=old, expect_champion=new, evidence=proof,
-            extra=(event,),
-        )  # fmt: skip
-    except ChampionMoved:  # someone moved the champion meanwhile: their move stands, this promotion is over
-        return {"model": model, "version": new, "verdict": "superseded", "reason": "the champion moved meanwhile"}
-    platform.registry.set_version_tag(model, new, f"{TAG_PREFIX}guard", "rolled_back")
-    platform.registry.set_version_tag(model, new, f"{TAG_PREFIX}guard.reason", reason[:4000])
-    return {"model": model, "version": new, "verdict": "guard_rolled_back", "reason": reason}
+        if kind != "guard_rolled_back":
+            with platform.audit.moving(model) as tx:
+                not_judged_yet(tx)
+                tx.record(EventRecord(model, kind, reason, GUARD, None, old, new, proof))
+        else:
+            event = EventRecord(model, kind, reason, GUARD, None, new, old, proof)
+            platform.lifecycle.rollback(
+                model, GUARD, f"automatic rollback: {reason}", to_version=old, expect_champion=new, evidence=proof,
+                extra=(event,), precondition=not_judged_yet,
+            )  # fmt: skip
+            platform.registry.set_version_tag(model, new, f"{TAG_PREFIX}guard", "rolled_back")
+            platform.registry.set_version_tag(model, new, f"{TAG_PREFIX}guard.reason", reason[:4000])
+    except ChampionMoved as err:  # judged by another beat, or the champion moved: that stands
+        return {"model": model, "version": new, "verdict": "superseded", "reason": str(err)}
+    return {"model": model, "version": new, "verdict": kind, "reason": reason}
+
+
+def _verdict_of(events: list[Any], promotion_id: int) -> Any:
+    return next((e for e in events if (e.evidence or {}).get("promotion") == promotion_id), None)
 
 
 def _last_promotion(platform: Platform, model: str) -> Any:
@@ -533,8 +581,8 @@ def _before(
                 flat, _, labels, _ = rows_to_arrays(sig, labeled)
                 out = predict(open_version(platform, model, old), previous, flat)
                 return live_metric(sig.metric, labels, out, len(sig.classes) or None), "replay"
-        except Exception:  # an old version that cannot be opened any more: the weaker evidence below
-            pass
+        except Exception as err:  # an old version that cannot be opened any more: the weaker evidence below
+            logging.getLogger("modelyard.monitor").warning("guard of %s: no replay of v%s: %s", model, old, err)
     rows = [r for r in platform.inference.window(model, old, 20_000) if r.label is not None]
     rows = rows[-max(options.baking_rows, options.min_rows) :]
     if len(rows) >= options.min_rows:
@@ -560,7 +608,8 @@ def due_checks(platform: Platform) -> list[str]:
             continue
         try:
             spec = signature(platform, model, champion).monitoring
-        except Exception:  # a version whose spec cannot be read is not monitored; `drift --now` says why
+        except Exception as err:  # a version whose spec cannot be read is not monitored; `drift --now` says why
+            logging.getLogger("modelyard.monitor").warning("drift checks of %s: %s", model, err)
             continue
         if not spec.enabled:
             continue

@@ -228,19 +228,20 @@ def _registered_before(registry: MlflowRegistry, name: str, request_id: str) -> 
 def with_recent_rows(platform: Platform, spec: TrainSpec, ds: Any) -> Any:
     """The dataset a retraining learns from: the spec's, re-read, and/or the labeled rows of the inference log.
 
-    The rows are fixed when the retraining is queued (`dataset.recent.until_id`), so every
-    attempt of the request learns from the same data; the new content hash is recorded.
+    The rows are fixed when the retraining is queued (`dataset.recent.until_id`, the newest
+    `rows` labeled ones up to it); their labels are read when it trains (a label corrected
+    meanwhile is used). The new content hash is recorded, and the re-read dataset's in its source.
     """
     import numpy as np
 
     from modelyard.errors import DatasetError
-    from modelyard.trainers.datasets import Dataset
+    from modelyard.trainers.datasets import Dataset, class_index, label_key
 
     recent = spec.dataset.recent
     if recent is None or recent.mode == "original":
         return ds
     rows = platform.inference.labeled(recent.model, recent.until_id, recent.rows)
-    index = {str(c): i for i, c in enumerate(ds.classes)}
+    index = class_index(ds.classes)
     xs: list[np.ndarray] = []
     ys: list[float] = []
     for r in rows:
@@ -252,9 +253,9 @@ def with_recent_rows(platform: Platform, spec: TrainSpec, ds: Any) -> Any:
                 f"{int(np.prod(ds.x.shape[1:]))}."
             )
         if ds.task == "classification":
-            if str(r.label) not in index:
+            if label_key(r.label) not in index:
                 raise DatasetError(f"label {r.label!r} of logged row {r.id} is not one of the classes {ds.classes}.")
-            ys.append(index[str(r.label)])
+            ys.append(index[label_key(r.label)])
         else:
             ys.append(float(r.label))
         xs.append(x.reshape(ds.x.shape[1:]))

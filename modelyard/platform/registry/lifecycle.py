@@ -10,7 +10,7 @@ from typing import Any, Literal
 from modelyard.errors import LifecycleError, NotFoundError
 from modelyard.platform.faults import failpoint
 from modelyard.platform.registry.base import TAG_PREFIX, Registry, VersionInfo
-from modelyard.platform.store.audit import AuditLog, EventRecord
+from modelyard.platform.store.audit import AliasMove, AuditLog, EventRecord
 from modelyard.platform.store.requests import Lease
 
 Moves = list[tuple[str, str | None]]  # (alias, version), or (alias, None) to remove it
@@ -51,8 +51,11 @@ class Lifecycle:
         extra: tuple[EventRecord, ...] = (),
         fence: Lease | None = None,
         run_folder: Path | None = None,
+        precondition: Callable[[AliasMove], None] | None = None,
     ) -> list[EventRecord]:
         """Plan moves from the current aliases and apply them, all or none, under the model's lock.
+
+        `precondition` runs first under the lock, in the move's transaction, and may raise to stop it.
 
         A failure before the commit puts the registry back (still under the lock); a failed
         commit resyncs the registry from the database under the lock taken again.
@@ -60,6 +63,8 @@ class Lifecycle:
         committing = False
         try:
             with self.audit.moving(name, fence) as tx:
+                if precondition is not None:
+                    precondition(tx)
                 current = tx.aliases()
                 moves = plan(current)
                 proof = evidence(current) if callable(evidence) else evidence
@@ -171,6 +176,7 @@ class Lifecycle:
         expect_champion: str | None = None,
         evidence: dict[str, Any] | None = None,
         extra: tuple[EventRecord, ...] = (),
+        precondition: Callable[[AliasMove], None] | None = None,
     ) -> list[EventRecord]:
         """Champion goes back to `previous` (or a named version); previous is cleared.
 
@@ -202,7 +208,7 @@ class Lifecycle:
             found = {**(evidence or {}), "rolled_back_from": current.get("champion")}
             return self._deployable_or_forced(targets["target"], force, found)
 
-        return self._move(name, plan, actor, reason, proof, extra=extra, fence=None)
+        return self._move(name, plan, actor, reason, proof, extra=extra, fence=None, precondition=precondition)
 
     @staticmethod
     def _deployable_or_forced(info: VersionInfo, force: bool, evidence: dict[str, Any]) -> dict[str, Any]:

@@ -100,13 +100,22 @@ class InferenceLog:
             return int(session.scalar(select(func.count()).where(InferenceRecord.model == model)) or 0)
 
     def window(
-        self, model: str, version: str | None, limit: int, since: dt.datetime | None = None, until_id: int | None = None
+        self,
+        model: str,
+        version: str | None,
+        limit: int,
+        since: dt.datetime | None = None,
+        until_id: int | None = None,
+        errors: bool = False,
     ) -> list[LoggedRow]:
-        """The newest `limit` rows of a model (of one served version), with their labels where known, oldest first.
+        """The newest `limit` rows of a model (of one served version), with their labels where known, oldest first;
+        failed predictions (meta.error: inputs, no outputs) only with `errors`.
 
         One range scan of the (model, version, id) index: well under a second at millions of rows.
         """
         query = _with_labels(outer=True).where(InferenceRecord.model == model)
+        if not errors:
+            query = query.where(InferenceRecord.meta["error"].as_string().is_(None))
         if version is not None:
             query = query.where(InferenceRecord.version == version)
         if since is not None:

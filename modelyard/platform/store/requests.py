@@ -148,11 +148,12 @@ class RequestStore:
         except IntegrityError:
             return False
 
-    def in_flight(self, model: str) -> str | None:
-        """The oldest request of a model that is queued or running (not final), if any."""
+    def in_flight(self, model: str, ignore: str | None = None) -> str | None:
+        """The oldest request of a model that is queued or running (not final), if any, but `ignore`."""
         query = (
             select(TrainingRequest.request_id)
             .where(TrainingRequest.model == model, TrainingRequest.status.not_in([str(s) for s in FINAL]))
+            .where(TrainingRequest.request_id != (ignore or ""))
             .order_by(TrainingRequest.created_at)
             .limit(1)
         )
