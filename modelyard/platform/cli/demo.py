@@ -87,16 +87,33 @@ def stop_workers(proc: subprocess.Popen | None) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def run_demo(settings: Settings, console: Console, wanted: str) -> None:
-    from modelyard.platform.cli.views import event_rows, print_timeline, print_training_result
-    from modelyard.platform.jobs.submit import follow, submit_training
+def open_demo(settings: Settings, console: Console, wanted: str, title: str) -> tuple[Platform, str]:
+    """The stores, and a model name this registry has not used: what every demo starts with."""
     from modelyard.platform.jobs.supervisor import prepare_stores
 
-    examples = examples_folder()
+    examples_folder()  # a demo run outside a checkout fails here, before anything starts
     prepare_stores(settings)
     platform = Platform(settings)
     name = free_name(platform, wanted)
-    console.print(f"[bold]modelyard demo[/bold]: model '{name}', {settings.mode} mode, home {settings.root}")
+    console.print(f"[bold]{title}[/bold]: model '{name}', {settings.mode} mode, home {settings.root}")
+    return platform, name
+
+
+def where_to_look(console: Console, settings: Settings, commands: list[str], mlflow_note: str = "") -> None:
+    console.print("where to look:")
+    console.print("  " + "      ".join(commands))
+    ui = f"mlflow ui --backend-store-uri {settings.tracking_uri}"
+    if settings.artifact_location:
+        ui += f" --default-artifact-root {settings.artifact_location}"
+    console.print(f"  {ui}{mlflow_note}")
+
+
+def run_demo(settings: Settings, console: Console, wanted: str) -> None:
+    from modelyard.platform.cli.views import event_rows, print_timeline, print_training_result
+    from modelyard.platform.jobs.submit import follow, submit_training
+
+    examples = examples_folder()
+    platform, name = open_demo(settings, console, wanted, "modelyard demo")
     workers = start_workers(settings, console)
     started = time.monotonic()
     try:
@@ -120,9 +137,8 @@ def run_demo(settings: Settings, console: Console, wanted: str) -> None:
     print_timeline(console, event_rows(platform.audit.history(name)), title=f"timeline of {name}")
     console.print("aliases now: " + ", ".join(f"{a} = v{v.version}" if v else f"{a} = -" for a, v in aliases.items()))
     console.print(f"versions trained: {', '.join(versions)}; demo took {time.monotonic() - started:.0f} s")
-    console.print("where to look:")
-    console.print(f"  modelyard history {name}      modelyard versions {name}      modelyard show {name}@champion")
-    ui = f"mlflow ui --backend-store-uri {settings.tracking_uri}"
-    if settings.artifact_location:
-        ui += f" --default-artifact-root {settings.artifact_location}"
-    console.print(f"  {ui}")
+    where_to_look(
+        console,
+        settings,
+        [f"modelyard history {name}", f"modelyard versions {name}", f"modelyard show {name}@champion"],
+    )

@@ -85,18 +85,14 @@ def wait_for(what: str, found: Callable[[], Any], timeout: float) -> Any:
 
 
 def run_drift_demo(settings: Settings, console: Console, wanted: str) -> None:
-    from modelyard.platform.cli.demo import examples_folder, free_name, start_workers, stop_workers
+    from modelyard.platform.cli.demo import examples_folder, open_demo, start_workers, stop_workers, where_to_look
     from modelyard.platform.cli.views import event_rows, print_checks, print_timeline
     from modelyard.platform.jobs.monitoring import check_row, retrain
     from modelyard.platform.jobs.submit import follow, submit_training
-    from modelyard.platform.jobs.supervisor import prepare_stores
     from modelyard.platform.store.drift import DriftChecks
 
     examples = examples_folder()
-    prepare_stores(settings)
-    platform = Platform(settings)
-    name = free_name(platform, wanted)
-    console.print(f"[bold]modelyard demo drift[/bold]: model '{name}', {settings.mode} mode, home {settings.root}")
+    platform, name = open_demo(settings, console, wanted, "modelyard demo drift")
     os.environ.setdefault("MODELYARD_MONITOR_TICK_SECONDS", "2")  # the workers' beat looks every 2 s (default 15)
     workers = start_workers(settings, console)
     started = time.monotonic()
@@ -177,19 +173,15 @@ def run_drift_demo(settings: Settings, console: Console, wanted: str) -> None:
     console.print(f"champion now: v{champion()}; demo took {time.monotonic() - started:.0f} s")
     if "drift_to_champion_s" in timings:
         console.print(f"first drifted batch logged -> new champion promoted: {timings['drift_to_champion_s']:.0f} s")
-    console.print("where to look:")
-    console.print(f"  modelyard history {name}      modelyard drift {name}      modelyard versions {name}")
-    ui = f"mlflow ui --backend-store-uri {settings.tracking_uri}"
-    if settings.artifact_location:
-        ui += f" --default-artifact-root {settings.artifact_location}"
-    console.print(f"  {ui}   (experiment '{name}', run '{name}-monitoring': Evidently reports and drift_over_time.png)")
+    note = f"   (experiment '{name}', run '{name}-monitoring': Evidently reports and drift_over_time.png)"
+    where_to_look(console, settings, [f"modelyard history {name}", f"modelyard drift {name}"], note)
 
 
 def _guard_verdict(platform: Platform, name: str, version: str) -> Any:
     found = [
         e
-        for e in platform.audit.history(name, ("guard_baked", "guard_rolled_back"))
-        if (e.kind == "guard_baked" and e.to_version == version)
-        or (e.kind == "guard_rolled_back" and e.from_version == version)
+        for e in platform.audit.history(name, ("guard_baked", "guard_rolled_back", "guard_alarm"))
+        if (e.kind == "guard_rolled_back" and e.from_version == version)
+        or (e.kind != "guard_rolled_back" and e.to_version == version)
     ]
     return found[-1] if found else None

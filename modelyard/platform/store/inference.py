@@ -58,9 +58,8 @@ class InferenceLog:
                 for model in {r.model for r in rows}:
                     known = _logged_ids(session, model, [r.request_id for r in rows if r.model == model])
                     if known:
-                        more = f" (and {len(known) - 1} more)" if len(known) > 1 else ""
                         raise InputError(
-                            f"request id '{sorted(known)[0]}'{more} was logged for model '{model}' before; "
+                            f"request id '{sorted(known)[0]}'{_more(known)} was logged for model '{model}' before; "
                             "nothing was stored.",
                             code="duplicate_request_id",
                         )
@@ -80,10 +79,9 @@ class InferenceLog:
             logged = _logged_ids(session, model, ids)
             missing = [rid for rid in ids if rid not in logged]
             if missing:
-                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
                 raise InputError(
-                    f"feedback for request id '{missing[0]}'{more}: no prediction of model '{model}' was logged "
-                    "under it; nothing was stored.",
+                    f"feedback for request id '{missing[0]}'{_more(missing)}: no prediction of model '{model}' "
+                    "was logged under it; nothing was stored.",
                     code="unknown_request_id",
                 )
             for rid, label in labels:  # a second label for the same request replaces the first
@@ -219,3 +217,7 @@ def _logged_ids(session: Any, model: str, ids: Sequence[str]) -> set[str]:
         )
         logged |= set(session.scalars(query))
     return logged
+
+
+def _more(items: Any) -> str:
+    return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
