@@ -131,7 +131,13 @@ def follow(
             if status == "succeeded" and row is not None:
                 return dict(row.result or {})
             if status == "failed" and row is not None:
-                state, info = read_task(train)  # the task's own error keeps its type (DatasetError, ...)
+                # The task's own error keeps its type (DatasetError, ...). The worker fails the request
+                # row first and Celery stores the task's result just after: a running task gets 5 s.
+                deadline = time.monotonic() + 5
+                state, info = read_task(train)
+                while state in ("STARTED", "PROGRESS", "RETRY") and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    state, info = read_task(train)
                 if state == "FAILURE" and isinstance(info, ModelyardError) and str(info) == row.error:
                     raise info
                 raise ModelyardError(row.error or f"request {request_id} failed.")
