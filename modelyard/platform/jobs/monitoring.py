@@ -413,7 +413,8 @@ def apply_policy(platform: Platform, model: str, sig: Signature, check: Any) -> 
         if decision.action == "retrain":
             why = f"{decision.reason} (check {check.id}: {check.verdict})"
             try:
-                queue_retraining(platform, sig, rid, "drift", AUTOMATIC, why, check.last_id, check.id)
+                queued = queue_retraining(platform, sig, rid, "drift", AUTOMATIC, why, check.last_id, check.id)
+                events += [queued] if queued else []  # after the check that fired it, in the same commit
                 said = f"retraining {rid} queued: {decision.reason}"
             except Exception as err:
                 if is_transient(err):  # the broker or a database is down: the task retries, nothing decided yet
@@ -436,10 +437,11 @@ def queue_retraining(
     reason: str,
     until_id: int,
     check_id: int | None = None,
-) -> str:
+) -> EventRecord | None:
     """The champion's spec with its dataset re-read plus the labeled window (spec.monitoring.retrain_data), queued.
 
-    The request id makes it happen once: a second call with the same id finds the request.
+    The request id makes it happen once: a second call with the same id finds the request. Returns the
+    `retraining_queued` event for the caller to record (None when it was recorded before).
     """
     from modelyard.platform.jobs.submit import submit_training
     from modelyard.trainers.spec import RecentData
@@ -458,15 +460,13 @@ def queue_retraining(
         labeled = 0
     submit_training(platform.settings, spec, request_id, trigger=trigger, actor=actor, parent=sig.version)
     queued = platform.audit.history(sig.model, ("retraining_queued",))
-    if not any(e.request_id == request_id for e in queued):  # once, also when a redelivery finishes the job
-        evidence = {"data": mode, "labeled_rows": labeled, "until_id": until_id, "parent_version": sig.version}
-        if check_id is not None:
-            evidence["check_id"] = check_id
-        platform.audit.record(
-            EventRecord(sig.model, "retraining_queued", f"trigger {trigger}: {reason}", actor, None, sig.version,
-                        None, evidence, request_id)
-        )  # fmt: skip
-    return request_id
+    if any(e.request_id == request_id for e in queued):  # a redelivery finishing the job: said already
+        return None
+    evidence = {"data": mode, "labeled_rows": labeled, "until_id": until_id, "parent_version": sig.version}
+    if check_id is not None:
+        evidence["check_id"] = check_id
+    return EventRecord(sig.model, "retraining_queued", f"trigger {trigger}: {reason}", actor, None, sig.version,
+                       None, evidence, request_id)  # fmt: skip
 
 
 def retrain(platform: Platform, model: str, reason: str, actor: str) -> dict[str, Any]:
@@ -479,7 +479,9 @@ def retrain(platform: Platform, model: str, reason: str, actor: str) -> dict[str
         busy = platform.requests.in_flight(model)
         if busy:
             raise ConflictError(f"a retraining of '{model}' is already queued or running ({busy}); wait for it.")
-        queue_retraining(platform, sig, rid, "manual", actor, reason, until)
+        queued = queue_retraining(platform, sig, rid, "manual", actor, reason, until)
+        if queued:
+            platform.audit.record(queued)
     return {"request_id": rid, "model": model, "parent_version": version, "data": sig.monitoring.retrain_data}
 
 
