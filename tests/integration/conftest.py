@@ -238,7 +238,7 @@ def start_api(tmp_path: Path) -> Iterator:
         port = _free_port()
         log = tmp_path / f"api-{len(started)}.log"
         env = {**env, "MODELYARD_API_PORT": str(port), "MODELYARD_API_HOST": "127.0.0.1"}
-        started.append(_spawn(log, ["serve"], env, "Application startup complete", "modelyard serve"))
+        started.append(_spawn(log, ["serve"], env, "Uvicorn running on", "modelyard serve"))
         return Api(f"http://127.0.0.1:{port}", started[-1])
 
     yield start

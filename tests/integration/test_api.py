@@ -111,7 +111,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         os.environ.update(saved)
     port = _free_port()
     env |= {"MODELYARD_API_PORT": str(port), "MODELYARD_SERVE_POLL_SECONDS": "0.2"}
-    process = _spawn(folder / "api.log", ["serve"], env, "Application startup complete", "modelyard serve")
+    process = _spawn(folder / "api.log", ["serve"], env, "Uvicorn running on", "modelyard serve")
     try:
         yield Served(Api(f"http://127.0.0.1:{port}", process), home, tokens, env)
     finally:
