@@ -16,7 +16,7 @@ COPY examples ./examples
 FROM base AS gpu
 # TensorFlow's and-cuda extra and onnxruntime-gpu bring their CUDA libraries as wheels; the host's
 # NVIDIA driver comes in through the container runtime. Exactly one ONNX Runtime is installed.
-RUN pip install '.[gpu]' \
+RUN pip install '.[platform,gpu]' \
  && python - <<'PY'
 # Both must be built for the same CUDA major, or one of them cannot load its kernels.
 import onnxruntime, tensorflow as tf
@@ -30,7 +30,7 @@ ENTRYPOINT ["modelyard"]
 CMD ["--help"]
 
 FROM base AS cpu
-RUN pip install '.[cpu]'
+RUN pip install '.[platform,cpu]'
 USER modelyard
 ENTRYPOINT ["modelyard"]
 CMD ["--help"]

@@ -16,7 +16,7 @@ $(BIN)/python:
 # The demo needs the runtime only; tests, linters and benchmarks add the dev extra.
 $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[$(subst -,$(comma),$*)]'
+	$(BIN)/python -m pip install -q -e '.[platform,$(subst -,$(comma),$*)]'
 	touch $@
 
 comma := ,

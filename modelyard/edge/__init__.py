@@ -1,0 +1,27 @@
+"""The modelyard device agent: enroll, pull, verify, swap, serve, report.
+
+It depends on ONNX Runtime, numpy, httpx and OpenSSF model-signing only, and imports nothing of
+modelyard outside this package, so it installs alone on a device (`pip install modelyard[edge]`).
+Importing the package is cheap: the heavy modules load when `Agent` or a submodule is used.
+The contract with the control plane is PROTOCOL.md beside this file.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+AGENT_VERSION = "1.0.0"
+
+if TYPE_CHECKING:
+    from modelyard.edge.agent import Agent
+
+__all__ = ["AGENT_VERSION", "Agent"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `import modelyard.edge` does not load onnxruntime or httpx.
+    if name == "Agent":
+        from modelyard.edge.agent import Agent
+
+        return Agent
+    raise AttributeError(f"module 'modelyard.edge' has no attribute {name!r}")

@@ -1,0 +1,84 @@
+"""The install state machine's persisted state (`<home>/install.json`), Mender style.
+
+    idle -> downloading -> verifying -> installing -> smoke -> switching -> probation -> committed
+                 \\____________\\____________\\__________\\_________\\-> failed | refused
+                                                                  probation -> rolled_back
+
+The state, with the desired entry it is about, is written atomically BEFORE each step runs, so
+an agent killed at any point restarts in the step it was in: a download resumes from its .part
+file, a verification or install starts that step again from the downloaded tar, a switch checks
+where the pointer is. The outcome to report waits in the same file until the control plane has it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelyard.edge.slots import read_json, write_json_atomic
+
+IDLE = "idle"
+DOWNLOADING = "downloading"
+VERIFYING = "verifying"
+INSTALLING = "installing"
+SMOKE = "smoke"
+SWITCHING = "switching"
+PROBATION = "probation"
+COMMITTED = "committed"
+FAILED = "failed"
+REFUSED = "refused"
+ROLLED_BACK = "rolled_back"
+
+IN_FLIGHT = (DOWNLOADING, VERIFYING, INSTALLING, SMOKE, SWITCHING)
+FINAL = (IDLE, COMMITTED, FAILED, REFUSED, ROLLED_BACK)
+
+# Which report stage a failure in each state belongs to (PROTOCOL.md, 4).
+STAGE_OF = {
+    DOWNLOADING: "download",
+    VERIFYING: "verify",
+    INSTALLING: "unpack",
+    SMOKE: "smoke",
+    SWITCHING: "switch",
+    PROBATION: "serve",
+}
+
+
+@dataclass
+class InstallState:
+    state: str = IDLE
+    desired: dict[str, Any] | None = None
+    slot: str | None = None
+    started: float = 0.0
+    updated: float = 0.0
+    # Inferences left to prove a freshly switched bundle, and how many of them failed so far.
+    probation_left: int = 0
+    probation_failures: int = 0
+    # The outcome not yet acknowledged by the control plane (a report body, PROTOCOL.md 4).
+    pending_report: dict[str, Any] | None = None
+    last_error: str | None = None
+    # entry key (sha256, rollout, rollback) -> time before which it is not tried again: a desired entry
+    # that failed is not retried in a loop.
+    failed: dict[str, float] = field(default_factory=dict)
+
+
+class StateStore:
+    def __init__(self, home: Path) -> None:
+        self.path = home / "install.json"
+
+    def load(self) -> InstallState:
+        data = read_json(self.path)
+        if not isinstance(data, dict):
+            return InstallState()
+        known = {k: v for k, v in data.items() if k in InstallState.__dataclass_fields__}
+        return InstallState(**known)
+
+    def save(self, state: InstallState) -> None:
+        state.updated = time.time()
+        write_json_atomic(self.path, asdict(state))
+
+    def enter(self, state: InstallState, name: str) -> None:
+        """Record that `name` is about to run (written before the step, so a crash resumes it)."""
+        state.state = name
+        self.save(state)
