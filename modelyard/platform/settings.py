@@ -109,6 +109,42 @@ class Settings(BaseSettings):
     )
     retention_seconds: float = Field(3600.0, gt=0, description="How often beat trims the inference log.")
 
+    # The edge fleet: signed bundles, enrolled devices, phased rollouts (run by the API process).
+    edge_signing_key: Path | None = Field(
+        None,
+        description="Private key (PEM, EC P-256, mode 0600) that signs edge bundles; its public key is the same "
+        "path with `.pub` appended. Default: <home>/keys/edge-signing.pem (`modelyard keys create`).",
+    )
+    edge_bundle_target: str = Field("edge-cpu", description="The export target a bundle is built from by default.")
+    fleet_tick_seconds: float = Field(1.0, gt=0, description="How often the API advances rollouts and followers.")
+    device_heartbeat_seconds: float = Field(
+        10.0, gt=0, description="How often agents report (and ask for their desired bundle)."
+    )
+    device_upload_seconds: float = Field(
+        10.0, gt=0, description="How often agents upload sampled predictions (within a canary's observation window)."
+    )
+    device_sample_rate: float = Field(0.1, ge=0, le=1, description="Share of device predictions agents log.")
+    device_offline_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A device silent this long shows as offline; a rollout assigns it the bundle without waiting for "
+        "it (it installs when it is back) and never counts it as a failure.",
+    )
+    rollout_canary_percent: float = Field(10.0, gt=0, le=100, description="Default canary share of a group.")
+    rollout_observe_seconds: float = Field(
+        60.0, ge=0, description="Default observation window after the canary installed."
+    )
+    rollout_max_failure_share: float = Field(
+        0.2, ge=0, lt=1, description="Share of a phase's devices that may fail before the rollout halts."
+    )
+    rollout_install_timeout_seconds: float = Field(
+        300.0, gt=0, description="A device that reports no outcome this long after assignment counts as failed."
+    )
+    rollout_max_error_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of failed inferences in canary telemetry that halts a rollout."
+    )
+    enrollment_token_hours: float = Field(24.0, gt=0, description="How long an enrollment token stays valid.")
+
     @cached_property
     def root(self) -> Path:
         return self.home.expanduser().resolve()
@@ -148,6 +184,18 @@ class Settings(BaseSettings):
     @property
     def api_data_folder(self) -> Path:
         return (self.api_data_root or self.root / "data").expanduser().resolve()
+
+    @property
+    def signing_key(self) -> Path:
+        return (self.edge_signing_key or self.root / "keys" / "edge-signing.pem").expanduser()
+
+    @property
+    def public_key(self) -> Path:
+        return self.signing_key.with_name(self.signing_key.name + ".pub")
+
+    @property
+    def bundle_cache(self) -> Path:
+        return self.root / "bundles"
 
     @property
     def queue_folder(self) -> Path:

@@ -58,8 +58,26 @@ SCOPES = {
     ("GET", "/v2/models/{name}/versions/{version}/ready"): "read",
     ("POST", "/v2/models/{name}/infer"): "infer",
     ("POST", "/v2/models/{name}/versions/{version}/infer"): "infer",
+    ("POST", "/v1/devices/enrollment-tokens"): "admin",
+    ("GET", "/v1/devices"): "read",
+    ("POST", "/v1/devices/{device_id}/decommission"): "operate",
+    ("POST", "/v1/models/{name}/bundles"): "operate",
+    ("GET", "/v1/bundles/{name}/{version}/{target}"): "read",  # or a device credential
+    ("POST", "/v1/rollouts"): "operate",
+    ("GET", "/v1/rollouts"): "read",
+    ("GET", "/v1/rollouts/{rollout_id}"): "read",
+    ("POST", "/v1/rollouts/{rollout_id}/pause"): "operate",
+    ("POST", "/v1/rollouts/{rollout_id}/resume"): "operate",
+    ("POST", "/v1/rollouts/{rollout_id}/abort"): "operate",
 }
 OPEN = {("GET", "/v2/health/live"), ("GET", "/v2/health/ready")}
+# Devices authenticate with their own credential (from enrollment), never with an API token.
+DEVICE = {
+    ("POST", "/v1/devices/{device_id}/heartbeat"),
+    ("POST", "/v1/devices/{device_id}/reports"),
+    ("POST", "/v1/devices/{device_id}/telemetry"),
+}
+ENROLL = {("POST", "/v1/devices/enroll")}  # the one-time enrollment token is in the body
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -101,6 +119,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         platform = Platform(settings)
         for seed in (1, 2):
             run_training(platform, TrainRequest(request_id=f"api-{seed}", spec=tiny_spec("digits", seed=seed)))
+        from modelyard.platform.fleet.bundles import create_keys
+
+        create_keys(platform)  # devices can enroll
         store = TokenStore(settings)
         tokens = {scope: store.create(f"t-{scope}", [scope], "test") for scope in ALL_SCOPES}
         tokens["revoked"] = store.create("t-revoked", list(ALL_SCOPES), "test")
@@ -186,8 +207,9 @@ def test_inputs_are_checked_against_the_signature(served: Served) -> None:
 def test_every_endpoint_refuses_a_missing_revoked_or_underscoped_token(served: Served) -> None:
     schema = requests.get(served.url + "/openapi.json", timeout=10).json()
     operations = {(m.upper(), p) for p, item in schema["paths"].items() for m in item}
-    assert operations == set(SCOPES) | OPEN, "a route without a row in SCOPES (or one gone)"
-    values = {"name": "digits", "version": "2", "request_id": "api-1"}
+    assert operations == set(SCOPES) | OPEN | DEVICE | ENROLL, "a route without a row in SCOPES (or one gone)"
+    values = {"name": "digits", "version": "2", "request_id": "api-1", "device_id": "d1", "rollout_id": "1"}
+    values["target"] = "edge-cpu"
     for (method, path), scope in SCOPES.items():
         url = path.format(**values)
         body = {"json": {"bogus": 1}} if method == "POST" else {}  # invalid on purpose: no side effect once past auth
@@ -205,6 +227,12 @@ def test_every_endpoint_refuses_a_missing_revoked_or_underscoped_token(served: S
                 assert answer.json()["error"] == f"token 't-{other}' lacks the '{scope}' scope this endpoint needs."
     for method, path in OPEN:
         assert served.call(method, path, None).status_code == 200
+    for method, path in DEVICE:  # no API token opens a device's route, not even admin
+        for token in (None, "revoked", "admin"):
+            answer = served.call(method, path.format(**values), token, json={"bogus": 1})
+            assert (answer.status_code, answer.json()["code"]) == (401, "unauthenticated"), (path, token)
+    answer = served.call("POST", "/v1/devices/enroll", None, json={"token": "enr_nope", "device_id": "d1"})
+    assert answer.status_code == 401, answer.text
     metrics = served.call("GET", "/metrics", None)
     assert metrics.status_code == 401 and served.call("GET", "/metrics", "read").status_code == 200
 
@@ -425,7 +453,7 @@ def test_fuzzing_from_the_openapi_schema_finds_no_server_error(served: Served) -
     failures: list[str] = []
     calls = 0
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == len(SCOPES) + len(OPEN)
+    assert len(operations) == len(SCOPES) + len(OPEN) + len(DEVICE) + len(ENROLL)
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 

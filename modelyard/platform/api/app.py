@@ -16,6 +16,8 @@ DESCRIPTION = """The modelyard control plane over HTTP.
 
 * `/v1/...`: the registry (models, versions, history, promote, rollback, trainings, export),
   ingest of production data (logged predictions, labels) and tokens.
+* `/v1/devices`, `/v1/rollouts`, `/v1/bundles`: the edge fleet (devices enroll, report and fetch signed
+  bundles with their own credentials; operators deploy with canaries and watch).
 * `/v2/...`: inference on the Open Inference Protocol (KServe v2), as Triton and MLServer speak it.
 
 Every request needs `Authorization: Bearer <token>` (`modelyard token create NAME --scope ...`);
@@ -24,10 +26,11 @@ scopes: read, infer, ingest, operate, admin. Errors are `{"error": sentence, "co
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from modelyard.platform.api import errors, inference, registry, tokens
+    from modelyard.platform.api import errors, fleet, inference, registry, tokens
     from modelyard.platform.api.auth import Authenticator
     from modelyard.platform.api.middleware import RequestMiddleware
     from modelyard.platform.context import Platform
+    from modelyard.platform.fleet.devices import Devices
     from modelyard.platform.jobs.supervisor import prepare_stores
     from modelyard.platform.serving.metrics import Metrics
     from modelyard.platform.serving.server import ModelServer
@@ -42,14 +45,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await server.start()
         import gc
+        import threading
 
+        from modelyard.platform.fleet.driver import run_forever
+
+        await server.start()
+        stop = threading.Event()  # the fleet's tick: rollouts advance and followers follow while the API runs
+        ticker = threading.Thread(target=run_forever, args=(platform, stop), name="fleet-tick", daemon=True)
+        ticker.start()
         gc.freeze()  # what start-up imported (MLflow, SQLAlchemy, ...) is never scanned again: no long GC pauses
         try:
             yield
         finally:
+            stop.set()
             await server.stop()
+            ticker.join(timeout=10)
 
     app = FastAPI(title="modelyard", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
@@ -57,10 +68,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth = auth
     app.state.server = server
     app.state.inference_log = InferenceLog(settings)
+    app.state.devices = Devices(settings)
     errors.install(app)
     app.include_router(registry.router)
     app.include_router(inference.ingest)
     app.include_router(tokens.router)
+    app.include_router(fleet.agents)
+    app.include_router(fleet.router)
     app.include_router(inference.router)
 
     from modelyard.platform.api.auth import Principal, require

@@ -202,6 +202,11 @@ def rollback(
 
     for e in roll_back(_platform(), name, actor, reason, to, force=force):
         out.print(f"{e.alias}: {e.from_version or '-'} -> {e.to_version or '-'}")
+    from modelyard.platform.fleet.rollouts import Rollouts
+
+    followers = [g.name for g in Rollouts(_settings()).groups() if g.follows == name]
+    if followers:  # the API's fleet tick starts their rollouts
+        out.print(f"device groups following {name} go back too: {', '.join(followers)}")
 
 
 @cli.command()
@@ -403,10 +408,11 @@ def token_revoke(name: str) -> None:
 
 @cli.command()
 def demo(
-    scenario: Annotated[str, typer.Argument(help="lifecycle (the default) or drift")] = "lifecycle",
+    scenario: Annotated[str, typer.Argument(help="lifecycle (the default), drift or edge")] = "lifecycle",
     name: Annotated[str | None, typer.Option(help="Registered model name to use.")] = None,
 ) -> None:
-    """lifecycle: four versions on digits gated, promoted, rolled back. drift: the monitoring loop end to end."""
+    """lifecycle: four versions on digits gated, promoted, rolled back. drift: the monitoring loop end to end.
+    edge: a local fleet of five agents: canary rollouts, following the champion, a halted bad bundle, rollback."""
     if scenario == "lifecycle":
         from modelyard.platform.cli.demo import run_demo
 
@@ -415,8 +421,20 @@ def demo(
         from modelyard.platform.cli.drift_demo import run_drift_demo
 
         return run_drift_demo(_settings(), out, name or "cancer-drift")
-    raise ModelyardError(f"unknown demo '{scenario}' (lifecycle or drift).")
+    if scenario == "edge":
+        from modelyard.platform.cli.edge_demo import run_edge_demo
 
+        return run_edge_demo(_settings(), out, name or "edge-demo")
+    raise ModelyardError(f"unknown demo '{scenario}' (lifecycle, drift or edge).")
+
+
+def _register_fleet() -> None:
+    from modelyard.platform.cli import fleet
+
+    fleet.register(cli)
+
+
+_register_fleet()
 
 if __name__ == "__main__":
     main()

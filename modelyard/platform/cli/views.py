@@ -30,6 +30,17 @@ KIND_STYLE = {
     "guard_baked": "green",
     "guard_rolled_back": "red",
     "guard_alarm": "red",
+    "bundle_built": "blue",
+    "bundle_failed": "red",
+    "rollout_started": "cyan",
+    "rollout_completed": "green",
+    "rollout_halted": "red",
+    "rollout_aborted": "yellow",
+    "rollout_superseded": "yellow",
+    "device_failed": "red",
+    "device_rolled_back": "red",
+    "device_refused": "red",
+    "device_timed_out": "red",
 }
 VERDICT_STYLE = {"no_drift": "green", "drift_harmless": "yellow", "harmful_drift": "red", "performance_drop": "red"}
 
@@ -55,6 +66,9 @@ def _what(row: dict[str, Any]) -> str:
         return f"guard: v{row['from']} rolled back"
     if row["kind"].startswith("guard_"):
         return f"guard: v{row['to']} {'baked' if row['kind'] == 'guard_baked' else 'worse, nothing to roll back to'}"
+    if row["kind"].startswith(("rollout_", "device_", "bundle_")):
+        group = (row.get("evidence") or {}).get("group")
+        return f"v{row['to']} {row['kind'].replace('_', ' ')}" + (f" ({group})" if group else "")
     return row["kind"].replace("_", " ")
 
 

@@ -5,7 +5,10 @@ MLflow keeps no alias history, so `events` is the audit log and the source of
 same transaction, so read commands need not open MLflow. `training_requests` makes
 training idempotent on the request id. `api_tokens` holds SHA-256 hashes of bearer
 tokens, never the tokens; `inference_log` and `feedback` are production data, joined by
-request id; `drift_checks` holds one row per judged monitoring window.
+request id; `drift_checks` holds one row per judged monitoring window. The edge fleet:
+`bundles` (one signed archive per version and target), `device_groups`, `enrollment_tokens`,
+`devices` (credentials as hashes, what each runs and should run), `rollouts` and
+`rollout_devices` (which device each phase touched and what came of it).
 The schema is created and upgraded by Alembic migrations (see migrations/).
 """
 
@@ -21,7 +24,7 @@ from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0005"  # the newest migration; a test keeps it equal to Alembic's head
+SCHEMA_HEAD = "0006"  # the newest migration; a test keeps it equal to Alembic's head
 
 
 def utcnow() -> dt.datetime:
@@ -173,6 +176,116 @@ class DriftCheck(Base):
     report_uri: Mapped[str | None] = mapped_column(Text)
     duration_s: Mapped[float] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Bundle(Base):
+    """A signed edge bundle of one version for one target (the archive is an MLflow artifact of the version)."""
+
+    __tablename__ = "bundles"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(20), primary_key=True)
+    target: Mapped[str] = mapped_column(String(40), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(40))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    artifact_uri: Mapped[str] = mapped_column(Text)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeviceGroup(Base):
+    """A group of devices: what it runs now (its last completed rollout) and, if set, the model it follows."""
+
+    __tablename__ = "device_groups"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    follows: Mapped[str | None] = mapped_column(String(200))  # a model whose champion the group follows
+    followed_version: Mapped[str | None] = mapped_column(String(20))  # the champion it last started a rollout of
+    target: Mapped[str] = mapped_column(String(40), default="edge-cpu")
+    canary_percent: Mapped[float] = mapped_column(default=10.0)
+    observe_seconds: Mapped[float] = mapped_column(default=60.0)
+    max_failure_share: Mapped[float] = mapped_column(default=0.2)
+    current_model: Mapped[str | None] = mapped_column(String(200))
+    current_version: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EnrollmentToken(Base):
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    group: Mapped[str] = mapped_column(String(100))
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    uses_left: Mapped[int] = mapped_column(Integer, default=1)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Device(Base):
+    """An enrolled device: who it is, what it reports, and the bundle it should run (`desired`)."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    group: Mapped[str] = mapped_column(String(100), index=True)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    credential_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(20), default="active")  # active, decommissioned
+    agent_version: Mapped[str | None] = mapped_column(String(40))
+    installed: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # model, version, sha256, slot
+    desired: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # model, version, target, sha256, size, ...
+    health: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # free disk, buffered, dropped, serving
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    enrolled_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decommissioned_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Rollout(Base):
+    """One bundle going to one group: canary -> observing -> rolling -> completed, or halted/aborted."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(20))
+    target: Mapped[str] = mapped_column(String(40))
+    group: Mapped[str] = mapped_column(String(100), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # deploy, follow, rollback
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    paused_from: Mapped[str | None] = mapped_column(String(20))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    canary_percent: Mapped[float] = mapped_column()
+    observe_seconds: Mapped[float] = mapped_column()
+    max_failure_share: Mapped[float] = mapped_column()
+    reason: Mapped[str | None] = mapped_column(Text)  # why it halted, was aborted or superseded
+    created_by: Mapped[str] = mapped_column(String(200))
+    phase_started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RolloutDevice(Base):
+    """A device a rollout touched: in which phase, what it ran before, and what came of it."""
+
+    __tablename__ = "rollout_devices"
+
+    rollout_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    phase: Mapped[str] = mapped_column(String(20))  # canary, rest
+    state: Mapped[str] = mapped_column(String(20))  # assigned, installed, failed, rolled_back, refused, reverted
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the device's desired entry before
+    reason: Mapped[str | None] = mapped_column(Text)
+    assigned_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 def dumps(value: Any) -> str:

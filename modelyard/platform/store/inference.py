@@ -67,6 +67,25 @@ class InferenceLog:
             session.execute(insert(table), [vars(r) for r in rows])  # type: ignore[arg-type]
         return len(rows)
 
+    def append_new(self, rows: Sequence[Prediction]) -> tuple[int, int]:
+        """Write the rows whose request ids the log does not hold yet (a device resending a batch whose
+        answer it never got); (stored, skipped as duplicates)."""
+        if not rows:
+            return 0, 0
+        with self._sessions.begin() as session:
+            known: set[tuple[str, str]] = set()
+            for model in {r.model for r in rows}:
+                ids = _logged_ids(session, model, [r.request_id for r in rows if r.model == model])
+                known |= {(model, i) for i in ids}
+            fresh, seen = [], set(known)
+            for r in rows:
+                if (r.model, r.request_id) not in seen:
+                    seen.add((r.model, r.request_id))
+                    fresh.append(r)
+            if fresh:
+                session.execute(insert(InferenceRecord.__table__), [vars(r) for r in fresh])  # type: ignore[arg-type]
+        return len(fresh), len(rows) - len(fresh)
+
     def add_feedback(self, model: str, labels: Sequence[tuple[str, Any]], source: str) -> int:
         """Labels by request id; every id must have been logged for this model, else nothing is stored."""
         ids = [rid for rid, _ in labels]
@@ -139,8 +158,11 @@ class InferenceLog:
         with self._sessions() as session:
             return int(session.scalar(query) or 0)
 
-    def counts(self, model: str, version: str, since: dt.datetime) -> tuple[int, int, int]:
-        """Rows a version served since a time, how many have labels, how many failed (meta.error): counted, not read."""
+    def counts(
+        self, model: str, version: str, since: dt.datetime, sources: Sequence[str] | None = None
+    ) -> tuple[int, int, int]:
+        """Rows a version served since a time (from `sources` only, if given: device ids), how many have
+        labels, how many failed (meta.error): counted, not read."""
         on = (Feedback.model == InferenceRecord.model) & (Feedback.request_id == InferenceRecord.request_id)
         query = (
             select(
@@ -153,6 +175,8 @@ class InferenceLog:
             .where(InferenceRecord.model == model, InferenceRecord.version == version)
             .where(InferenceRecord.created_at >= since)
         )
+        if sources is not None:
+            query = query.where(InferenceRecord.source.in_(list(sources)))
         with self._sessions() as session:
             rows, labeled, errors = session.execute(query).one()
         return int(rows), int(labeled), int(errors)
