@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-$(RUNTIME)
 DEV_STAMP := $(VENV)/.installed-$(RUNTIME)-dev
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo demo-drift test test-unit lint format services bench bench-export bench-read bench-duplicates bench-serve bench-drift clean
+.PHONY: install install-dev demo demo-drift demo-edge test test-unit lint format services bench bench-export bench-read bench-duplicates bench-serve bench-drift bench-fleet clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: install
 # The monitoring loop: drift, retraining, the gate, the guard's rollback.
 demo-drift: install
 	$(BIN)/modelyard demo drift
+
+# The edge fleet: five local agents, canary rollouts, a halted bad bundle, rollback.
+demo-edge: install
+	$(BIN)/modelyard demo edge
 
 services:
 	bash scripts/services.sh
@@ -67,6 +71,9 @@ bench-drift: install-dev
 	$(BIN)/python bench/drift_check.py
 	$(BIN)/python bench/drift_calibration.py
 	$(BIN)/python bench/inference_window.py
+
+bench-fleet: install-dev
+	$(BIN)/python bench/fleet.py
 
 bench-serve: install-dev
 	$(BIN)/python bench/serve_throughput.py
