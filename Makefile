@@ -7,6 +7,9 @@ RUNTIME ?= cpu
 RUN_STAMP := $(VENV)/.installed-$(RUNTIME)
 DEV_STAMP := $(VENV)/.installed-$(RUNTIME)-dev
 PYTEST_ARGS ?=
+# Test processes: most integration tests wait on subprocesses (workers, MLflow, agents), so two
+# overlap well on 2 cores. A module stays on one process (--dist loadfile): its fixtures are built once.
+TEST_WORKERS ?= 2
 
 .PHONY: install install-dev demo demo-drift demo-edge test test-unit lint format services bench bench-export bench-read bench-duplicates bench-serve bench-drift bench-fleet clean
 
@@ -40,7 +43,7 @@ services:
 	bash scripts/services.sh
 
 test: install-dev services
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 test-unit: install-dev
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
