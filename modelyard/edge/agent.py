@@ -54,6 +54,11 @@ class Agent:
         self.stop_event = threading.Event()
         self.wanted: queue.Queue[dict[str, Any]] = queue.Queue()
         self._cp: ControlPlane | None = None
+        # Every inference of the serving bundle, counted (telemetry only samples successes): the heartbeat
+        # carries these, and a rollout judges its canary's error rate by them. In memory, since the agent
+        # started serving this bundle.
+        self._counted = threading.Lock()
+        self._inferences: dict[str, Any] = {}
         self.reload()
 
     # -- enrollment -------------------------------------------------------------------------
@@ -134,6 +139,11 @@ class Agent:
         latency = (time.perf_counter() - start) * 1000
         rows = min((len(np.asarray(v)) for v in inputs.values() if np.asarray(v).ndim), default=0)
         m = model.manifest
+        with self._counted:
+            if (self._inferences.get("model"), self._inferences.get("version")) != (m.model, m.version):
+                self._inferences = {"model": m.model, "version": m.version, "total": 0, "failed": 0}
+            self._inferences["total"] += max(rows, 1)
+            self._inferences["failed"] += max(rows, 1) if error is not None else 0
         for row in range(min(rows, telemetry.BATCH)):
             # Failures are always recorded: the control plane's error-rate check must see every one of them.
             if error is not None or self.buffer.sampled():
@@ -175,7 +185,13 @@ class Agent:
             "agent_version": AGENT_VERSION, "installed": s["installed"], "health": health, "serving": s["serving"],
             "free_disk_bytes": shutil.disk_usage(self.home).free, "last_error": s["last_error"],
             "buffered_records": s["buffered_records"], "dropped_records": s["dropped_records"],
+            "inferences": self.inferences(),
         }  # fmt: skip
+
+    def inferences(self) -> dict[str, Any] | None:
+        """{model, version, total, failed}: every inference of the bundle served since the agent started it."""
+        with self._counted:
+            return dict(self._inferences) or None
 
     def send_pending_report(self) -> None:
         """Send the outcome waiting in the state file, once.

@@ -141,7 +141,10 @@ class Settings(BaseSettings):
         300.0, gt=0, description="A device that reports no outcome this long after assignment counts as failed."
     )
     rollout_max_error_rate: float = Field(
-        0.05, ge=0, le=1, description="Share of failed inferences in canary telemetry that halts a rollout."
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of the canary's inferences failing (as its devices count them) that halts a rollout.",
     )
     enrollment_token_hours: float = Field(24.0, gt=0, description="How long an enrollment token stays valid.")
 

@@ -122,23 +122,62 @@ def test_a_failing_canary_halts_and_no_other_device_is_touched(settings) -> None
     assert [e.kind for e in AuditLog(settings).history("m")][-1] == "rollout_halted"
 
 
-def test_canary_telemetry_errors_halt_during_observation(settings) -> None:
+def _observing(settings, n: int = 4) -> tuple[Rollouts, Devices, int, list[str]]:
+    """A rollout of m/1 whose canary (25% of n devices) installed it and is now being observed."""
     _bundle(settings, "m", "1")
-    devices, _ids = _fleet(settings, 4)
+    devices, _ids = _fleet(settings, n)
     rollouts = Rollouts(settings)
     rid = rollouts.start("m", "1", "field", "test", canary_percent=25, observe_seconds=3600)
-    _installed(rollouts, devices, _assigned(rollouts.status(rid)), rid)
+    canary = _assigned(rollouts.status(rid))
+    _installed(rollouts, devices, canary, rid)
     rollouts.advance()
+    assert rollouts.status(rid)["state"] == "observing"
+    return rollouts, devices, rid, canary
+
+
+def _counted(devices: Devices, device_id: str, total: int, failed: int, version: str = "1") -> None:
+    inferences = {"model": "m", "version": version, "total": total, "failed": failed}
+    devices.heartbeat(device_id, {"health": "ok", "inferences": inferences})
+
+
+def test_the_inferences_a_canary_counts_halt_it_during_observation(settings) -> None:
+    rollouts, devices, rid, canary = _observing(settings)
+    _counted(devices, canary[0], 100, 30)
+
+    rollouts.advance(lambda *a: pytest.fail("telemetry is not read where the devices count"))
+    status = rollouts.status(rid)
+    assert status["state"] == "halted"
+    assert status["reason"] == "canary: 30 of 100 inferences failed (30%, more than 5%)"
+    assert [e.kind for e in AuditLog(settings).history("m")][-1] == "rollout_halted"
+
+
+def test_a_healthy_canary_is_not_halted_by_its_sampled_telemetry_or_an_older_bundles_counts(settings) -> None:
+    rollouts, devices, rid, canary = _observing(settings)
+    _counted(devices, canary[0], 100, 50, version="0")  # the bundle it ran before: says nothing about this one
+    rollouts.advance(lambda *a: (110, 10))  # so its telemetry: 10 failures, 100 of ~1000 successes (10%): ~1%
+    assert rollouts.status(rid)["state"] == "observing"
+
+    _counted(devices, canary[0], 1000, 10)  # 1%: under the 5% limit
+    rollouts.advance(lambda *a: pytest.fail("telemetry is not read where the devices count"))
+    assert rollouts.status(rid)["state"] == "observing"
+
+
+def test_telemetry_is_scaled_by_the_sample_rate_where_a_device_counts_nothing(settings) -> None:
+    rollouts, _devices, rid, canary = _observing(settings)
     seen = []
 
-    def errors(model, version, device_ids, since):
+    def telemetry(model, version, device_ids, since):
         seen.append((model, version, tuple(device_ids)))
-        return 100, 30
+        return answers.pop(0)
 
-    rollouts.advance(errors)
+    answers = [(110, 10), (100, 60)]  # failures all logged, successes at 10%: ~1% and ~13% of what was served
+    rollouts.advance(telemetry)
+    assert rollouts.status(rid)["state"] == "observing"
+    rollouts.advance(telemetry)
     status = rollouts.status(rid)
-    assert status["state"] == "halted" and "30 of 100 inferences failed" in status["reason"]
-    assert seen == [("m", "1", tuple(_assigned(status, "canary")))]
+    assert status["state"] == "halted"
+    assert status["reason"] == "canary: 60 of about 460 inferences failed (13%, more than 5%)"
+    assert seen == [("m", "1", tuple(canary))] * 2
 
 
 def test_a_silent_device_times_out_as_a_failure(settings, monkeypatch) -> None:

@@ -44,6 +44,13 @@ class Installed(_Agent):
     slot: str | None = Field(None, max_length=10)
 
 
+class Inferences(_Agent):
+    model: str = Field(max_length=200)
+    version: str = Field(max_length=20)
+    total: int = Field(ge=0, description="Every inference of this bundle since the agent started serving it.")
+    failed: int = Field(ge=0, description="How many of them failed (counted whatever the sample rate).")
+
+
 class HeartbeatBody(_Agent):
     agent_version: str | None = Field(None, max_length=40)
     installed: Installed | None = None
@@ -53,6 +60,7 @@ class HeartbeatBody(_Agent):
     last_error: str | None = Field(None, max_length=4000)
     buffered_records: int = Field(0, ge=0)
     dropped_records: int = Field(0, ge=0)
+    inferences: Inferences | None = None
 
 
 class HeartbeatAnswer(BaseModel):

@@ -160,6 +160,7 @@ class Devices:
             lost = (device.status or {}).get("telemetry_lost")
             device.status = {
                 **{k: report.get(k) for k in ("serving", "free_disk_bytes", "buffered_records", "dropped_records")},
+                "inferences": report.get("inferences"),  # counted on the device: rollouts judge error rates by it
                 "telemetry_lost": lost,
             }
             device.last_seen_at = utcnow()

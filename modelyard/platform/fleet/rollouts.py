@@ -260,7 +260,7 @@ class Rollouts:
             )
             return True
         if rollout.state == "observing":
-            trouble = self._error_rate(rollout, mine, error_counts)
+            trouble = self._error_rate(session, rollout, mine, error_counts)
             if trouble:
                 self._stop(session, rollout, "halted", trouble, "rollout")
                 return True
@@ -299,16 +299,37 @@ class Rollouts:
             session.add(_event(rollout, "device_timed_out", f"device {row.device_id}: {row.reason}", "rollout"))
         return bool(late)
 
-    def _error_rate(self, rollout: Rollout, canary: list[RolloutDevice], error_counts: Any) -> str | None:
-        if error_counts is None:
-            return None
+    def _error_rate(
+        self, session: Session, rollout: Rollout, canary: list[RolloutDevice], error_counts: Any
+    ) -> str | None:
+        """The canary's error rate, from the inferences each device counts and sends with its heartbeat.
+
+        A device that sends no counts for this bundle (an older agent) is judged by its telemetry, where every
+        failure is logged but only `device_sample_rate` of the successes: those are scaled back up, or a
+        healthy canary would look failing (at 10%, one failure in 100 read as one in 11).
+        """
         installed = [r.device_id for r in canary if r.state == "installed"]
-        if not installed:
-            return None
-        rows, errors = error_counts(rollout.model, rollout.version, installed, _aware(rollout.phase_started_at))
-        if rows >= MIN_ERROR_ROWS and errors / rows > self.settings.rollout_max_error_rate:
+        total = failed = 0
+        uncounted = []
+        for device_id in installed:
+            device = session.get(Device, device_id)
+            seen = (device.status or {}).get("inferences") if device is not None else None
+            if isinstance(seen, dict) and (seen.get("model"), seen.get("version")) == (rollout.model, rollout.version):
+                total, failed = total + int(seen.get("total") or 0), failed + int(seen.get("failed") or 0)
+            else:
+                uncounted.append(device_id)
+        estimated = False
+        rate = self.settings.device_sample_rate
+        if uncounted and error_counts is not None and rate > 0:
+            rows, errors = error_counts(rollout.model, rollout.version, uncounted, _aware(rollout.phase_started_at))
+            if rows:
+                total += errors + round((rows - errors) / rate)
+                failed += errors
+                estimated = rate < 1
+        if total >= MIN_ERROR_ROWS and failed / total > self.settings.rollout_max_error_rate:
+            about = "about " if estimated else ""
             return (
-                f"canary telemetry: {errors} of {rows} inferences failed ({errors / rows:.0%}, more than "
+                f"canary: {failed} of {about}{total} inferences failed ({failed / total:.0%}, more than "
                 f"{self.settings.rollout_max_error_rate:.0%})"
             )
         return None
