@@ -14,6 +14,7 @@ import shutil
 import signal
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,8 @@ class Agent:
         self.wanted: queue.Queue[dict[str, Any]] = queue.Queue()
         self._cp: ControlPlane | None = None
         # Every inference of the serving bundle, counted (telemetry only samples successes): the heartbeat
-        # carries these, and a rollout judges its canary's error rate by them. In memory, since the agent
-        # started serving this bundle.
+        # carries these, and a rollout judges its canary's error rate by them. In memory; they start again
+        # (a new `since`) whenever a bundle is loaded.
         self._counted = threading.Lock()
         self._inferences: dict[str, Any] = {}
         self.reload()
@@ -107,11 +108,16 @@ class Agent:
         """Load the slot the pointer names (after a switch or a rollback); keep serving the old one on error."""
         active = self.installer.slots.active()
         if active is None:
-            self.model = None
+            with self._counted:
+                self.model, self._inferences = None, {}
             return
         try:
-            self.model = LoadedModel(self.installer.slots.path(active), threads=self.options.threads)
-            self.load_error = None
+            model = LoadedModel(self.installer.slots.path(active), threads=self.options.threads)
+            with self._counted:
+                self.model, self.load_error = model, None
+                m = model.manifest
+                since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f"/{uuid.uuid4().hex[:8]}"
+                self._inferences = {"model": m.model, "version": m.version, "since": since, "total": 0, "failed": 0}
         except Exception as exc:
             self.load_error = f"slot {active} cannot be loaded: {exc}"
             log.error("%s", self.load_error)
@@ -140,10 +146,9 @@ class Agent:
         rows = min((len(np.asarray(v)) for v in inputs.values() if np.asarray(v).ndim), default=0)
         m = model.manifest
         with self._counted:
-            if (self._inferences.get("model"), self._inferences.get("version")) != (m.model, m.version):
-                self._inferences = {"model": m.model, "version": m.version, "total": 0, "failed": 0}
-            self._inferences["total"] += max(rows, 1)
-            self._inferences["failed"] += max(rows, 1) if error is not None else 0
+            if model is self.model:  # not a request that began on the bundle just switched out
+                self._inferences["total"] += max(rows, 1)
+                self._inferences["failed"] += max(rows, 1) if error is not None else 0
         for row in range(min(rows, telemetry.BATCH)):
             # Failures are always recorded: the control plane's error-rate check must see every one of them.
             if error is not None or self.buffer.sampled():
@@ -189,7 +194,7 @@ class Agent:
         }  # fmt: skip
 
     def inferences(self) -> dict[str, Any] | None:
-        """{model, version, total, failed}: every inference of the bundle served since the agent started it."""
+        """{model, version, since, total, failed}: every inference of the serving bundle since it was loaded."""
         with self._counted:
             return dict(self._inferences) or None
 

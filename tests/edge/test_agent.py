@@ -178,20 +178,6 @@ def test_failed_inferences_are_recorded_whatever_the_sample_rate(tmp_path: Path)
     assert len(sent) == 3 and all(r["error"] == "the session failed" for r in sent)
 
 
-def test_the_heartbeat_counts_every_inference_of_the_serving_bundle_whatever_the_sample_rate(tmp_path: Path) -> None:
-    agent = Agent(tmp_path / "agent")
-    agent.buffer.sample_rate = 0.0
-    assert agent.heartbeat_body()["inferences"] is None
-    v1, v2 = (SimpleNamespace(manifest=SimpleNamespace(model="tiny", version=v)) for v in ("1", "2"))
-    ok = {"probabilities": np.zeros((3, 3))}
-
-    agent._after(v1, smoke_rows(3), ok, time.perf_counter(), None)  # type: ignore[arg-type]
-    agent._after(v1, smoke_rows(2), None, time.perf_counter(), "the session failed")  # type: ignore[arg-type]
-    assert agent.heartbeat_body()["inferences"] == {"model": "tiny", "version": "1", "total": 5, "failed": 2}
-    agent._after(v2, smoke_rows(3), ok, time.perf_counter(), None)  # type: ignore[arg-type]
-    assert agent.heartbeat_body()["inferences"] == {"model": "tiny", "version": "2", "total": 3, "failed": 0}
-
-
 def test_the_heartbeat_reports_every_record_dropped_since_the_start(tmp_path: Path) -> None:
     agent = Agent(tmp_path / "agent", Options(max_telemetry_bytes=4096))
     model = SimpleNamespace(manifest=SimpleNamespace(model="tiny", version="1"))

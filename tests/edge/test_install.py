@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -155,6 +157,42 @@ def test_first_inferences_failing_after_the_switch_roll_back_locally(
     assert agent.predict(smoke_rows(2))["probabilities"].shape == (2, 3)
     # The bad bundle is remembered: the same desired entry does not install again.
     assert agent.installer.install(desired_for(fragile, failed_inference_limit=3)) is None
+
+
+def test_the_heartbeat_counts_every_inference_and_starts_again_with_each_loaded_bundle(
+    home: Path, v1: BuiltBundle, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    def counted() -> dict:
+        return agent.heartbeat_body()["inferences"]
+
+    def without_since(counts: dict) -> dict:
+        return {k: v for k, v in counts.items() if k != "since"}
+
+    agent = Agent(home)
+    agent.buffer.sample_rate = 0.0  # telemetry samples successes; the counts take every inference
+    assert counted() is None
+    agent.installer.fetch = copy_fetch(v1.path)
+    agent.installer.install(desired_for(v1))
+    agent.predict(smoke_rows(3))
+    on_v1 = counted()
+    assert without_since(on_v1) == {"model": "tiny", "version": "1", "total": 3, "failed": 0}
+    switched_out = SimpleNamespace(manifest=SimpleNamespace(model="tiny", version="0"))
+    agent._after(switched_out, smoke_rows(2), None, time.perf_counter(), "boom")  # type: ignore[arg-type]
+    assert counted() == on_v1, "a request that began on a bundle switched out since is not this one's"
+
+    fragile = _fragile_bundle(tmp_path, keys[0])
+    agent.installer.fetch = copy_fetch(fragile.path)
+    agent.installer.install(desired_for(fragile, failed_inference_limit=3))
+    for _ in range(2):
+        with pytest.raises(InferenceError):
+            agent.predict(smoke_rows(2))
+    on_v9 = counted()
+    assert without_since(on_v9) == {"model": "tiny", "version": "9", "total": 4, "failed": 4}
+    with pytest.raises(InferenceError):
+        agent.predict(smoke_rows(2))  # the third failure: rolled back locally to v1, counted from zero again
+    back = counted()
+    assert without_since(back) == {"model": "tiny", "version": "1", "total": 0, "failed": 0}
+    assert len({on_v1["since"], on_v9["since"], back["since"]}) == 3
 
 
 def test_one_good_inference_commits_the_probation(home: Path, v1: BuiltBundle) -> None:

@@ -122,62 +122,75 @@ def test_a_failing_canary_halts_and_no_other_device_is_touched(settings) -> None
     assert [e.kind for e in AuditLog(settings).history("m")][-1] == "rollout_halted"
 
 
-def _observing(settings, n: int = 4) -> tuple[Rollouts, Devices, int, list[str]]:
-    """A rollout of m/1 whose canary (25% of n devices) installed it and is now being observed."""
+def _counted(devices: Devices, device_id: str, since: str, total: int, failed: int, version: str = "1") -> None:
+    """A heartbeat with the device's inference counts of m/`version` (counted since `since`)."""
+    inferences = {"model": "m", "version": version, "since": since, "total": total, "failed": failed}
+    devices.heartbeat(device_id, {"health": "ok", "inferences": inferences})
+
+
+def _observing(settings, counts: tuple[str, int, int] | None = None) -> tuple[Rollouts, Devices, int, str]:
+    """A rollout of m/1 to 4 devices whose one canary device installed it (and, if given, had these counts
+    of it) when the rollout began observing it."""
     _bundle(settings, "m", "1")
-    devices, _ids = _fleet(settings, n)
+    devices, _ids = _fleet(settings, 4)
     rollouts = Rollouts(settings)
     rid = rollouts.start("m", "1", "field", "test", canary_percent=25, observe_seconds=3600)
-    canary = _assigned(rollouts.status(rid))
-    _installed(rollouts, devices, canary, rid)
+    [canary] = _assigned(rollouts.status(rid))
+    _installed(rollouts, devices, [canary], rid)
+    if counts is not None:
+        _counted(devices, canary, *counts)
     rollouts.advance()
     assert rollouts.status(rid)["state"] == "observing"
     return rollouts, devices, rid, canary
 
 
-def _counted(devices: Devices, device_id: str, total: int, failed: int, version: str = "1") -> None:
-    inferences = {"model": "m", "version": version, "total": total, "failed": failed}
-    devices.heartbeat(device_id, {"health": "ok", "inferences": inferences})
+def _judged(rollouts: Rollouts, rid: int) -> dict:
+    rollouts.advance()
+    return rollouts.status(rid)
 
 
-def test_the_inferences_a_canary_counts_halt_it_during_observation(settings) -> None:
-    rollouts, devices, rid, canary = _observing(settings)
-    _counted(devices, canary[0], 100, 30)
+def test_the_failures_a_canary_counts_while_observed_halt_it(settings) -> None:
+    rollouts, devices, rid, canary = _observing(settings, ("a", 0, 0))
+    _counted(devices, canary, "a", 19, 19)
+    assert _judged(rollouts, rid)["state"] == "observing", "fewer than 20 inferences say nothing yet"
 
-    rollouts.advance(lambda *a: pytest.fail("telemetry is not read where the devices count"))
-    status = rollouts.status(rid)
+    _counted(devices, canary, "a", 100, 30)
+    status = _judged(rollouts, rid)
     assert status["state"] == "halted"
-    assert status["reason"] == "canary: 30 of 100 inferences failed (30%, more than 5%)"
+    assert status["reason"] == "canary: 30 of 100 inferences failed while observed (30%, more than 5%)"
     assert [e.kind for e in AuditLog(settings).history("m")][-1] == "rollout_halted"
 
 
-def test_a_healthy_canary_is_not_halted_by_its_sampled_telemetry_or_an_older_bundles_counts(settings) -> None:
+def test_a_long_healthy_past_does_not_hide_failures_while_observed(settings) -> None:
+    rollouts, devices, rid, canary = _observing(settings, ("a", 1_000_000, 0))  # it served this bundle before
+    _counted(devices, canary, "a", 1_000_100, 30)
+    assert _judged(rollouts, rid)["reason"] == "canary: 30 of 100 inferences failed while observed (30%, more than 5%)"
+
+
+def test_failures_before_observing_began_are_not_judged(settings) -> None:
+    rollouts, devices, rid, canary = _observing(settings, ("a", 100, 90))
+    _counted(devices, canary, "a", 1100, 100)  # 10 failures in the 1000 inferences since: 1%
+    assert _judged(rollouts, rid)["state"] == "observing"
+
+
+def test_counts_that_started_again_are_judged_whole(settings) -> None:
+    rollouts, devices, rid, canary = _observing(settings, ("a", 500, 0))
+    _counted(devices, canary, "b", 40, 20)  # the agent restarted: its counts start again, all after observing began
+    assert _judged(rollouts, rid)["reason"] == "canary: 20 of 40 inferences failed while observed (50%, more than 5%)"
+
+
+def test_counts_of_another_bundle_say_nothing_about_this_one(settings) -> None:
     rollouts, devices, rid, canary = _observing(settings)
-    _counted(devices, canary[0], 100, 50, version="0")  # the bundle it ran before: says nothing about this one
-    rollouts.advance(lambda *a: (110, 10))  # so its telemetry: 10 failures, 100 of ~1000 successes (10%): ~1%
-    assert rollouts.status(rid)["state"] == "observing"
-
-    _counted(devices, canary[0], 1000, 10)  # 1%: under the 5% limit
-    rollouts.advance(lambda *a: pytest.fail("telemetry is not read where the devices count"))
-    assert rollouts.status(rid)["state"] == "observing"
+    _counted(devices, canary, "z", 100, 90, version="0")  # what it still counts of the bundle it ran before
+    assert _judged(rollouts, rid)["state"] == "observing"
 
 
-def test_telemetry_is_scaled_by_the_sample_rate_where_a_device_counts_nothing(settings) -> None:
-    rollouts, _devices, rid, canary = _observing(settings)
-    seen = []
-
-    def telemetry(model, version, device_ids, since):
-        seen.append((model, version, tuple(device_ids)))
-        return answers.pop(0)
-
-    answers = [(110, 10), (100, 60)]  # failures all logged, successes at 10%: ~1% and ~13% of what was served
-    rollouts.advance(telemetry)
-    assert rollouts.status(rid)["state"] == "observing"
-    rollouts.advance(telemetry)
-    status = rollouts.status(rid)
-    assert status["state"] == "halted"
-    assert status["reason"] == "canary: 60 of about 460 inferences failed (13%, more than 5%)"
-    assert seen == [("m", "1", tuple(canary))] * 2
+def test_failures_while_paused_still_count_after_resume(settings) -> None:
+    rollouts, devices, rid, canary = _observing(settings, ("a", 0, 0))
+    rollouts.pause(rid, "test")
+    _counted(devices, canary, "a", 100, 30)
+    rollouts.resume(rid, "test")
+    assert _judged(rollouts, rid)["state"] == "halted"
 
 
 def test_a_silent_device_times_out_as_a_failure(settings, monkeypatch) -> None:

@@ -47,7 +47,8 @@ class Installed(_Agent):
 class Inferences(_Agent):
     model: str = Field(max_length=200)
     version: str = Field(max_length=20)
-    total: int = Field(ge=0, description="Every inference of this bundle since the agent started serving it.")
+    since: str | None = Field(None, max_length=80, description="Changes whenever the counts start again.")
+    total: int = Field(ge=0, description="Every inference of this bundle since `since`.")
     failed: int = Field(ge=0, description="How many of them failed (counted whatever the sample rate).")
 
 

@@ -3,7 +3,6 @@ start a rollout when its champion moves, and every running rollout takes the ste
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from typing import Any
@@ -27,7 +26,7 @@ class FleetDriver:
         try:
             self.follow()
         finally:  # rollouts advance even when reading the champions failed
-            self.rollouts.advance(self._error_counts)
+            self.rollouts.advance()
 
     def follow(self) -> list[int]:
         """A rollout for every following group whose champion moved since the group was last sent one.
@@ -58,10 +57,6 @@ class FleetDriver:
                 else:
                     log.exception("group %s cannot follow %s v%s", group.name, group.follows, champion)
         return started
-
-    def _error_counts(self, model: str, version: str, devices: list[str], since: dt.datetime) -> tuple[int, int]:
-        rows, _, errors = self.platform.inference.counts(model, version, since, sources=devices)
-        return rows, errors
 
 
 def run_forever(platform: Platform, stop: Any) -> None:

@@ -2,7 +2,8 @@
 
 A rollout assigns its bundle to a canary share of the group's devices (their `desired`
 entry), waits until each reports an outcome, watches the canary for `observe_seconds`
-(local rollbacks, the error rate of their telemetry), then assigns the rest. It halts by
+(local rollbacks, and the share of the inferences the canary devices count, and send with
+their heartbeats, that failed), then assigns the rest. It halts by
 itself when a phase's failures pass `max_failure_share`: every device it touched gets its
 previous bundle back, and no device it did not touch is assigned anything. `advance()` is
 called on a short tick by the API process; each step is a conditional write plus an event in
@@ -216,11 +217,8 @@ class Rollouts:
             )
 
     # -- the tick -----------------------------------------------------------------------------------
-    def advance(self, error_counts: Any = None) -> list[int]:
-        """Take every step that is due; the ids of the rollouts that moved.
-
-        `error_counts(model, version, device_ids, since) -> (rows, errors)` reads canary telemetry.
-        """
+    def advance(self) -> list[int]:
+        """Take every step that is due; the ids of the rollouts that moved."""
         moved = []
         with self._sessions() as session:
             ids = list(session.scalars(select(Rollout.id).where(Rollout.state.in_(RUNNING)).order_by(Rollout.id)))
@@ -229,13 +227,13 @@ class Rollouts:
                 with self._sessions.begin() as session:
                     fleet_lock(session)
                     rollout = session.get(Rollout, rollout_id)
-                    if rollout is not None and rollout.state in RUNNING and self._step(session, rollout, error_counts):
+                    if rollout is not None and rollout.state in RUNNING and self._step(session, rollout):
                         moved.append(rollout_id)
             except Exception:  # one broken rollout must not hold up the others: it is tried again next tick
                 log.exception("rollout %s could not take its step", rollout_id)
         return moved
 
-    def _step(self, session: Session, rollout: Rollout, error_counts: Any) -> bool:
+    def _step(self, session: Session, rollout: Rollout) -> bool:
         now = utcnow()
         rows = list(session.scalars(select(RolloutDevice).where(RolloutDevice.rollout_id == rollout.id)))
         changed = self._time_out(session, rollout, rows, now)
@@ -255,12 +253,13 @@ class Rollouts:
             return True
         if rollout.state == "canary" and done:
             rollout.state, rollout.phase_started_at = "observing", now
+            self._count_from_now(session, rollout, mine)
             session.add(
                 _event(rollout, "rollout_observing", self._summary(rollout, mine, "canary installed"), "rollout")
             )
             return True
         if rollout.state == "observing":
-            trouble = self._error_rate(session, rollout, mine, error_counts)
+            trouble = self._error_rate(session, rollout, mine)
             if trouble:
                 self._stop(session, rollout, "halted", trouble, "rollout")
                 return True
@@ -299,38 +298,43 @@ class Rollouts:
             session.add(_event(rollout, "device_timed_out", f"device {row.device_id}: {row.reason}", "rollout"))
         return bool(late)
 
-    def _error_rate(
-        self, session: Session, rollout: Rollout, canary: list[RolloutDevice], error_counts: Any
-    ) -> str | None:
-        """The canary's error rate, from the inferences each device counts and sends with its heartbeat.
+    @staticmethod
+    def _counted(session: Session, rollout: Rollout, device_id: str) -> dict[str, Any] | None:
+        """What the device last said it counted, if it counts this rollout's bundle."""
+        device = session.get(Device, device_id)
+        seen = (device.status or {}).get("inferences") if device is not None else None
+        if isinstance(seen, dict) and (seen.get("model"), seen.get("version")) == (rollout.model, rollout.version):
+            return seen
+        return None
 
-        A device that sends no counts for this bundle (an older agent) is judged by its telemetry, where every
-        failure is logged but only `device_sample_rate` of the successes: those are scaled back up, or a
-        healthy canary would look failing (at 10%, one failure in 100 read as one in 11).
+    def _count_from_now(self, session: Session, rollout: Rollout, canary: list[RolloutDevice]) -> None:
+        """Observing (again) from now: keep each canary device's counts, so only what comes after is judged."""
+        for row in canary:
+            row.counted_from = self._counted(session, rollout, row.device_id)
+
+    def _error_rate(self, session: Session, rollout: Rollout, canary: list[RolloutDevice]) -> str | None:
+        """The share of the canary's inferences that failed since observing began.
+
+        Devices count every inference of the bundle they serve, and failures, and send the counts with
+        each heartbeat (telemetry would not do: it holds every failure but only a sample of successes).
+        The counts a device had when observing began are subtracted; a device that had none of this bundle
+        then, or whose counts started again since (the agent restarted, or loaded the bundle again), is
+        judged on all it has counted since, which is all on this bundle.
         """
-        installed = [r.device_id for r in canary if r.state == "installed"]
         total = failed = 0
-        uncounted = []
-        for device_id in installed:
-            device = session.get(Device, device_id)
-            seen = (device.status or {}).get("inferences") if device is not None else None
-            if isinstance(seen, dict) and (seen.get("model"), seen.get("version")) == (rollout.model, rollout.version):
-                total, failed = total + int(seen.get("total") or 0), failed + int(seen.get("failed") or 0)
-            else:
-                uncounted.append(device_id)
-        estimated = False
-        rate = self.settings.device_sample_rate
-        if uncounted and error_counts is not None and rate > 0:
-            rows, errors = error_counts(rollout.model, rollout.version, uncounted, _aware(rollout.phase_started_at))
-            if rows:
-                total += errors + round((rows - errors) / rate)
-                failed += errors
-                estimated = rate < 1
-        if total >= MIN_ERROR_ROWS and failed / total > self.settings.rollout_max_error_rate:
-            about = "about " if estimated else ""
+        for row in canary:
+            now = self._counted(session, rollout, row.device_id) if row.state == "installed" else None
+            if now is None:
+                continue
+            then = row.counted_from if isinstance(row.counted_from, dict) else {}
+            same = then.get("since") == now.get("since") and bool(then)
+            total += max(0, int(now.get("total") or 0) - (int(then.get("total") or 0) if same else 0))
+            failed += max(0, int(now.get("failed") or 0) - (int(then.get("failed") or 0) if same else 0))
+        limit = self.settings.rollout_max_error_rate
+        if total >= MIN_ERROR_ROWS and failed / total > limit:
             return (
-                f"canary: {failed} of {about}{total} inferences failed ({failed / total:.0%}, more than "
-                f"{self.settings.rollout_max_error_rate:.0%})"
+                f"canary: {failed} of {total} inferences failed while observed ({failed / total:.0%}, more than "
+                f"{limit:.0%})"
             )
         return None
 

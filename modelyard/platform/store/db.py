@@ -24,7 +24,7 @@ from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0006"  # the newest migration; a test keeps it equal to Alembic's head
+SCHEMA_HEAD = "0007"  # the newest migration; a test keeps it equal to Alembic's head
 
 
 def utcnow() -> dt.datetime:
@@ -284,6 +284,9 @@ class RolloutDevice(Base):
     state: Mapped[str] = mapped_column(String(20))  # assigned, installed, failed, rolled_back, refused, reverted
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the device's desired entry before
     reason: Mapped[str | None] = mapped_column(Text)
+    # The device's inference counts ({model, version, since, total, failed}) when observing began: the
+    # canary's error rate is what it counted after that.
+    counted_from: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     assigned_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

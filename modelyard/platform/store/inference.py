@@ -158,11 +158,8 @@ class InferenceLog:
         with self._sessions() as session:
             return int(session.scalar(query) or 0)
 
-    def counts(
-        self, model: str, version: str, since: dt.datetime, sources: Sequence[str] | None = None
-    ) -> tuple[int, int, int]:
-        """Rows a version served since a time (from `sources` only, if given: device ids), how many have
-        labels, how many failed (meta.error): counted, not read."""
+    def counts(self, model: str, version: str, since: dt.datetime) -> tuple[int, int, int]:
+        """Rows a version served since a time, how many have labels, how many failed (meta.error): counted, not read."""
         on = (Feedback.model == InferenceRecord.model) & (Feedback.request_id == InferenceRecord.request_id)
         query = (
             select(
@@ -175,8 +172,6 @@ class InferenceLog:
             .where(InferenceRecord.model == model, InferenceRecord.version == version)
             .where(InferenceRecord.created_at >= since)
         )
-        if sources is not None:
-            query = query.where(InferenceRecord.source.in_(list(sources)))
         with self._sessions() as session:
             rows, labeled, errors = session.execute(query).one()
         return int(rows), int(labeled), int(errors)
