@@ -53,6 +53,7 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy modelyard
 	$(BIN)/lint-imports
+	$(BIN)/python scripts/import_cycles.py
 
 format: install-dev
 	$(BIN)/ruff format .

@@ -24,7 +24,8 @@ CHECK = """
 import time
 t = time.perf_counter()
 from modelyard.platform.context import Platform
-from modelyard.platform.jobs.training import TrainRequest, claim_training, unclaimed_answer
+from modelyard.platform.services.training import TrainRequest, claim_training
+from modelyard.platform.services.attempts import unclaimed_answer
 claim = claim_training(Platform(), TrainRequest(request_id="dup-1", spec={spec!r}))
 assert claim.lease is None and unclaimed_answer(claim)["busy"], claim.state
 print(time.perf_counter() - t)
@@ -60,7 +61,7 @@ def main() -> None:
         env = {**os.environ, "MODELYARD_HOME": str(Path(tmp) / "home"), "TF_CPP_MIN_LOG_LEVEL": "3"}
         os.environ.update(env)
         from modelyard.platform.context import Platform
-        from modelyard.platform.jobs.training import TrainRequest, claim_training
+        from modelyard.platform.services.training import TrainRequest, claim_training
 
         spec = tiny_spec("dup")
         first = claim_training(Platform(), TrainRequest(request_id="dup-1", spec=spec))

@@ -104,7 +104,7 @@ def main() -> None:
     from modelyard.platform.fleet import operations as fleet
     from modelyard.platform.fleet.bundles import create_keys
     from modelyard.platform.fleet.devices import Devices
-    from modelyard.platform.jobs.training import TrainRequest, run_training
+    from modelyard.platform.services.training import TrainRequest, run_training
 
     platform = Platform()
     platform.settings.ensure_folders()

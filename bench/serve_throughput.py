@@ -44,8 +44,8 @@ def train(home: Path, epochs: int) -> tuple[str, str]:
 
     os.environ["MODELYARD_HOME"] = str(home)
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.operations import promote
-    from modelyard.platform.jobs.training import TrainRequest, run_training
+    from modelyard.platform.services.operations import promote
+    from modelyard.platform.services.training import TrainRequest, run_training
 
     spec = yaml.safe_load((ROOT / "bench" / "digits-cnn.yaml").read_text()) | {"epochs": epochs}
     platform = Platform()

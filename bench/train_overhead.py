@@ -57,7 +57,8 @@ def plain_fit(spec: Path) -> dict:
 
 
 def platform_task(settings, spec: Path) -> dict:
-    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.submit import submit_training
 
     started = time.perf_counter()
     submitted = submit_training(settings, spec, uuid.uuid4().hex)
@@ -76,8 +77,9 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
     os.environ.update({"MODELYARD_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3", "MLFLOW_LOGGING_LEVEL": "WARNING"})
-    from modelyard.platform.jobs.supervisor import prepare_stores, worker_argv
+    from modelyard.platform.services.bootstrap import prepare_stores
     from modelyard.platform.settings import Settings
+    from modelyard.platform.worker.supervisor import worker_argv
 
     settings = Settings()
     prepare_stores(settings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-AGENT_VERSION = "1.0.0"
+from modelyard.edge.version import AGENT_VERSION
 
 if TYPE_CHECKING:
     from modelyard.edge.agent import Agent

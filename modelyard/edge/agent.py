@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.edge import AGENT_VERSION, telemetry
 from modelyard.edge import state as st
+from modelyard.edge import telemetry
 from modelyard.edge.archive import Limits
 from modelyard.edge.client import ControlPlane
 from modelyard.edge.config import DEVICE_ID, UNAUTHORIZED_HEARTBEAT_S, Enrollment, Options, profile
@@ -30,6 +30,7 @@ from modelyard.edge.install import Installer
 from modelyard.edge.loops import Loops
 from modelyard.edge.manifest import Manifest, local_support
 from modelyard.edge.runtime import LoadedModel
+from modelyard.edge.version import AGENT_VERSION
 
 log = logging.getLogger("modelyard.edge")
 

@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from modelyard.edge import AGENT_VERSION
 from modelyard.edge.errors import EdgeError
+from modelyard.edge.version import AGENT_VERSION
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelyard.edge import AGENT_VERSION
 from modelyard.edge import state as st
 from modelyard.edge.archive import Limits, verify_bundle
 from modelyard.edge.errors import BundleRefused, DownloadError, EdgeError
 from modelyard.edge.manifest import RuntimeSupport, check_desired, local_support, sha256_file
 from modelyard.edge.runtime import LoadedModel
 from modelyard.edge.slots import Slots
+from modelyard.edge.version import AGENT_VERSION
 
 log = logging.getLogger("modelyard.edge")
 

@@ -17,9 +17,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from modelyard.edge import AGENT_VERSION, oip
+from modelyard.edge import oip
 from modelyard.edge.errors import InferenceError
 from modelyard.edge.manifest import Manifest
+from modelyard.edge.version import AGENT_VERSION
 
 log = logging.getLogger("modelyard.edge.server")
 MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")

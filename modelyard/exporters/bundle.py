@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.edge import AGENT_VERSION
 from modelyard.edge.manifest import FORMAT, MANIFEST, MEMBERS, MODEL, SIGNATURE, SMOKE, Manifest, sha256_file
+from modelyard.edge.version import AGENT_VERSION
 from modelyard.errors import ModelyardError
 
 # A fixed mtime keeps the tar byte-identical across builds of the same inputs (2020-01-01 UTC).

@@ -5,17 +5,12 @@ unreachable or busy: the same call may succeed later. Everything else is *perman
 bad input, a refused operation, or a bug. Wrapped exceptions are judged by their chain
 (`__cause__`, `__context__`), so MLflow's "API request failed" around a refused
 connection counts as the refused connection it is.
-
-Also the failpoints the chaos tests use to kill a worker at an exact step.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Iterator
 from functools import cache
-from pathlib import Path
 
 from modelyard.errors import ModelyardError, TransientError
 
@@ -106,26 +101,3 @@ def describe(err: BaseException) -> str:
         return str(err)
     first = (str(err).splitlines() or [""])[0][:300]
     return f"failed unexpectedly: {type(err).__name__}: {first}".rstrip(": ") + "."
-
-
-# --- failpoints ------------------------------------------------------------------------------
-
-FAILPOINTS_ENV = "MODELYARD_FAILPOINTS"
-
-
-def failpoint(name: str, run_folder: Path) -> None:
-    """Kill this process (SIGKILL, no cleanup) at a named step, once per home, when a test asks.
-
-    `MODELYARD_FAILPOINTS=a,b` names the steps; each fires once (a marker file under
-    run/failpoints keeps the redelivered task from dying again). Nothing happens otherwise.
-    """
-    wanted = os.environ.get(FAILPOINTS_ENV)
-    if not wanted or name not in {w.strip() for w in wanted.split(",")}:
-        return
-    marker = run_folder / "failpoints" / name
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        marker.touch(exist_ok=False)
-    except FileExistsError:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)

@@ -102,7 +102,7 @@ def _digits(n: int, seed: int = 0) -> np.ndarray:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """Two exported versions of `digits` (v2 champion, v1 previous), a server, a token per scope."""
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.training import TrainRequest, run_training
+    from modelyard.platform.services.training import TrainRequest, run_training
     from modelyard.platform.settings import Settings
     from modelyard.platform.store.tokens import SCOPES as ALL_SCOPES
     from modelyard.platform.store.tokens import TokenStore

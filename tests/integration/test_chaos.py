@@ -87,15 +87,14 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
 
 
 def wait_for_epoch(settings, request_id: str, epoch: int, timeout: float = 180) -> None:
-    from celery.result import AsyncResult
 
-    from modelyard.platform.jobs.celery_app import create_app
-    from modelyard.platform.jobs.submit import read_task
+    from modelyard.platform.queue.app import create_app
+    from modelyard.platform.queue.outbox import read_task
 
-    progress = AsyncResult(request_id, app=create_app(settings))
+    app = create_app(settings)
 
     def reached() -> bool:
-        state, info = read_task(progress)
+        state, info = read_task(app, request_id)
         return state == "PROGRESS" and isinstance(info, dict) and info.get("epoch", 0) >= epoch
 
     wait_until(reached, timeout, f"epoch {epoch} of {request_id}", every=0.05)
@@ -119,8 +118,9 @@ def history(settings, name: str) -> list[Any]:
 def test_a_frozen_worker_taken_over_registers_nothing(chaos, start_worker, tmp_path: Path) -> None:
     """Defect 1: SIGSTOP the train worker mid-epoch, let another take over and finish, SIGCONT the first."""
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.reconcile import reconcile
-    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.reconcile import reconcile
+    from modelyard.platform.services.submit import submit_training
 
     env, settings = chaos()
     name = unique("frozen")
@@ -159,7 +159,8 @@ def test_a_frozen_worker_taken_over_registers_nothing(chaos, start_worker, tmp_p
 def test_queued_requests_survive_a_broker_restarted_empty(chaos, start_up, redis_server, tmp_path: Path) -> None:
     """Defect 2: three trainings queued with no worker, Redis restarted empty, then `modelyard up`."""
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.submit import submit_training
 
     env, settings = chaos()
     name = unique("broker")
@@ -183,7 +184,8 @@ def test_crashes_at_hand_over_and_inside_promotion_are_finished(chaos, start_up,
     message, and between the gate's registry write and its commit. The registered version is
     taken over (never a second one), the export still happens, the promotion completes."""
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.submit import submit_training
 
     env, settings = chaos(MODELYARD_FAILPOINTS="after-register,after-handover,before-alias-commit")
     name = unique("crash")
@@ -209,7 +211,8 @@ def test_crashes_at_hand_over_and_inside_promotion_are_finished(chaos, start_up,
 
 def test_training_starts_while_the_platform_database_is_down(chaos, start_worker, fresh_pg, tmp_path: Path) -> None:
     """Defect 5: the platform database unreachable for 30 s when the task starts."""
-    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.submit import submit_training
 
     host_port = fresh_pg.rsplit("@", 1)[1].split("/", 1)[0]
     with TcpProxy("127.0.0.1", int(host_port.split(":")[1])) as proxy:
@@ -238,7 +241,8 @@ def test_an_mlflow_outage_mid_training_waits_and_never_half_registers(
     registers one whole version when MLflow is back; MLflow's own client retries are turned
     down so the outage reaches our handling within the test's time."""
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.submit import submit_training
 
     port = int(mlflow_server.rsplit(":", 1)[1])
     with TcpProxy("127.0.0.1", port) as proxy:

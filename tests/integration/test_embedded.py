@@ -106,8 +106,8 @@ def test_cli_trains_on_filesystem_queue_and_refuses_bad_csvs(settings, start_wor
 def test_worker_rejects_a_bad_dataset_and_records_it(settings, start_worker, tmp_path: Path) -> None:
     """Straight onto the queue, past the CLI's early check: the worker refuses it the same way."""
     from modelyard.errors import DatasetError
-    from modelyard.platform.jobs.celery_app import TRAIN_TASK, create_app
-    from modelyard.platform.jobs.submit import follow
+    from modelyard.platform.queue.app import TRAIN_TASK, create_app
+    from modelyard.platform.services.follow import follow
     from modelyard.platform.store.audit import AuditLog
     from modelyard.platform.store.requests import RequestStore
 
@@ -127,7 +127,7 @@ def test_worker_rejects_a_bad_dataset_and_records_it(settings, start_worker, tmp
 
 
 def test_pickled_message_is_refused(settings, start_worker) -> None:
-    from modelyard.platform.jobs.celery_app import TRAIN_TASK, create_app
+    from modelyard.platform.queue.app import TRAIN_TASK, create_app
 
     worker = start_worker(env_of(settings))
     create_app(settings).send_task(
@@ -170,10 +170,11 @@ def test_killed_worker_on_filesystem_queue_is_recovered(start_worker, tmp_path: 
     from celery.result import AsyncResult
 
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.celery_app import create_app
-    from modelyard.platform.jobs.reconcile import reconcile
-    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.queue.app import create_app
     from modelyard.platform.registry.mlflow_store import MlflowRegistry
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.reconcile import reconcile
+    from modelyard.platform.services.submit import submit_training
     from modelyard.platform.settings import Settings
     from modelyard.platform.store.audit import AuditLog
 

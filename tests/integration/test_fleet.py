@@ -138,7 +138,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """`fleet` v1 (champion, bundled by the gate) and v2 (registered), keys, an API, an admin token."""
     from modelyard.platform.context import Platform
     from modelyard.platform.fleet.bundles import create_keys
-    from modelyard.platform.jobs.training import TrainRequest, run_training
+    from modelyard.platform.services.training import TrainRequest, run_training
     from modelyard.platform.settings import Settings
     from modelyard.platform.store.tokens import TokenStore
 

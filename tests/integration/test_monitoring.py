@@ -74,7 +74,7 @@ class Loop:
 
     def send(self, n: int, shifted: bool, seed: int, labels: str = "true") -> list[str]:
         """Log a batch (predictions computed by the champion) and, unless labels='none', its labels."""
-        from modelyard.platform.jobs.ingest import feedback_file, log_file
+        from modelyard.platform.services.ingest import feedback_file, log_file
 
         frame, y = self.batch(n, shifted, seed)
         ids = [f"s{seed}-{uuid.uuid4().hex[:6]}-{i}" for i in range(n)]
@@ -96,7 +96,7 @@ class Loop:
 
     def train_queued(self, request_id: str) -> dict[str, Any]:
         """Run a queued (re)training in this process: train, export, gate."""
-        from modelyard.platform.jobs.training import TrainRequest, run_training
+        from modelyard.platform.services.training import TrainRequest, run_training
 
         row = self.platform.requests.get(request_id)
         request = TrainRequest(
@@ -108,7 +108,7 @@ class Loop:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.training import TrainRequest, run_training
+    from modelyard.platform.services.training import TrainRequest, run_training
     from modelyard.platform.settings import Settings
 
     folder = tmp_path_factory.mktemp("monitoring")
@@ -137,7 +137,7 @@ def _modelyard(loop: Loop, *args: str) -> subprocess.CompletedProcess:
 
 def test_bad_log_and_feedback_batches_are_refused_whole_with_one_sentence(loop: Loop) -> None:
     from modelyard.errors import ModelyardError
-    from modelyard.platform.jobs.ingest import feedback_file, log_file
+    from modelyard.platform.services.ingest import feedback_file, log_file
 
     good, _ = loop.batch(5, shifted=False, seed=1)
     before = loop.platform.inference.count(loop.name)
@@ -206,7 +206,7 @@ def test_bad_log_and_feedback_batches_are_refused_whole_with_one_sentence(loop: 
 def _send_checks(loop: Loop, n: int) -> list[Any]:
     from celery.result import AsyncResult
 
-    from modelyard.platform.jobs.celery_app import CHECK_TASK, create_app
+    from modelyard.platform.queue.app import CHECK_TASK, create_app
 
     app = create_app(loop.platform.settings)
     ids = [f"alert-{uuid.uuid4().hex[:8]}" for _ in range(n)]
@@ -270,7 +270,9 @@ def test_a_monitor_worker_killed_mid_check_judges_the_window_again_once(loop: Lo
 
 def test_a_poisoned_retraining_is_rolled_back_and_a_good_one_bakes(loop: Loop) -> None:
     from modelyard.monitoring.policy import HARMFUL_DRIFT, decide
-    from modelyard.platform.jobs.monitoring import guard, policy_state, retrain, signature
+    from modelyard.platform.services.guard import guard
+    from modelyard.platform.services.retraining import policy_state, retrain
+    from modelyard.platform.services.signatures import signature
 
     # good: v1 met the scanner change (labeled); a retraining on the data plus that window
     loop.send(100, shifted=True, seed=6)

@@ -46,8 +46,9 @@ def write_spec(folder: Path, spec: dict) -> Path:
 
 
 def test_train_registers_promotes_and_dedups_on_redis(server_settings, start_worker, start_api, tmp_path: Path) -> None:
-    from modelyard.platform.jobs.submit import follow, submit_training
     from modelyard.platform.registry.mlflow_store import MlflowRegistry
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.submit import submit_training
     from modelyard.platform.store.audit import AuditLog
 
     name = f"srv-{uuid.uuid4().hex[:6]}"

@@ -13,8 +13,8 @@ from tests.conftest import tiny_spec
 
 def test_in_process_training_exports_then_gates(settings) -> None:
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.exporting import export_version
-    from modelyard.platform.jobs.training import TrainRequest, run_training
+    from modelyard.platform.services.exporting import export_version
+    from modelyard.platform.services.training import TrainRequest, run_training
 
     platform = Platform(settings)
     result = run_training(platform, TrainRequest(request_id="inproc-1", spec=tiny_spec("inproc")))
@@ -41,10 +41,10 @@ def test_a_version_without_signature_is_not_deployable(settings) -> None:
 
     from modelyard.exporters.convert import ExportError
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.exporting import export_version
-    from modelyard.platform.jobs.supervisor import prepare_stores
     from modelyard.platform.registry.mlflow_store import MlflowRegistry
     from modelyard.platform.registry.tracking import use_tracking
+    from modelyard.platform.services.bootstrap import prepare_stores
+    from modelyard.platform.services.exporting import export_version
 
     prepare_stores(settings)
     use_tracking(settings)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from modelyard.platform.jobs.gpus import TrainWorker, train_queue, train_workers, visible_gpus
+from modelyard.platform.queue.app import train_queue
+from modelyard.platform.worker.gpus import TrainWorker, train_workers, visible_gpus
 
 
 def test_cuda_visible_devices_decides_which_gpus_count() -> None:
@@ -33,7 +34,7 @@ def test_a_spec_that_asks_for_all_gpus_goes_to_train_all() -> None:
 
 
 def test_up_starts_the_planned_workers_with_distinct_names(settings) -> None:
-    from modelyard.platform.jobs.supervisor import Supervisor
+    from modelyard.platform.worker.supervisor import Supervisor
 
     children = Supervisor(settings, Console(quiet=True), gpus=["0", "1"]).children
     trainers = [c for c in children if "--max-tasks-per-child" in c.argv]
@@ -50,7 +51,7 @@ def test_up_starts_the_planned_workers_with_distinct_names(settings) -> None:
 
 def test_up_can_run_only_the_train_workers_as_a_container_does(settings) -> None:
     from modelyard.errors import ModelyardError
-    from modelyard.platform.jobs.supervisor import Supervisor
+    from modelyard.platform.worker.supervisor import Supervisor
 
     only_train = Supervisor(settings, Console(quiet=True), gpus=["0", "1"], only=frozenset({"train"}))
     assert [c.name for c in only_train.children] == ["train-gpu0", "train-gpu1", "train-all-gpus"]

@@ -70,8 +70,8 @@ def test_an_unexpected_export_error_fails_the_request_with_its_reason(settings, 
     """A bug in the export (here a KeyError, as select.py raised for a missing metric) used to
     keep its owner forever; now the request fails with the error, and nothing holds it."""
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs import exporting
-    from modelyard.platform.jobs.training import TrainRequest, run_training
+    from modelyard.platform.services import exporting
+    from modelyard.platform.services.training import TrainRequest, run_training
 
     def broken(*_args, **_kwargs):
         raise KeyError("accuracy")
@@ -91,9 +91,9 @@ def test_an_unexpected_export_error_fails_the_request_with_its_reason(settings, 
 
 def test_the_reconciler_sends_what_was_lost_once(settings, monkeypatch) -> None:
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.celery_app import create_app
-    from modelyard.platform.jobs.outbox import broker_epoch, wake
-    from modelyard.platform.jobs.reconcile import reconcile
+    from modelyard.platform.queue.app import create_app
+    from modelyard.platform.queue.outbox import broker_epoch, wake
+    from modelyard.platform.services.reconcile import reconcile
     from modelyard.platform.settings import Settings
 
     monkeypatch.setenv("MODELYARD_STALE_AFTER_SECONDS", "0.5")
@@ -144,8 +144,8 @@ def test_a_version_registered_by_a_racing_attempt_wins_and_ours_is_archived(sett
     """A stale worker frozen inside the registry call registers after the request's new owner
     started: the first version registered for the request wins, a later one is archived."""
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.training import TrainRequest, run_training
     from modelyard.platform.registry.base import TAG_PREFIX
+    from modelyard.platform.services.training import TrainRequest, run_training
 
     platform = Platform(settings)
     run_training(platform, TrainRequest(request_id="first", spec=tiny_spec("race")))  # v1: a real model to copy

@@ -26,8 +26,8 @@ def test_follow_reads_each_task_once_per_poll(settings, monkeypatch: pytest.Monk
     """The state can change between two reads of the backend (here: every third read finds
     nothing, as when a worker rewrites its result file). A poll that checks one read and
     uses another crashes on that; follow() must not."""
-    from modelyard.platform.jobs.celery_app import create_app
-    from modelyard.platform.jobs.submit import follow
+    from modelyard.platform.queue.app import create_app
+    from modelyard.platform.services.follow import follow
     from modelyard.platform.store.requests import RequestStore
 
     backend = create_app(settings).backend
@@ -71,7 +71,7 @@ def test_follow_reads_each_task_once_per_poll(settings, monkeypatch: pytest.Monk
     ],
 )
 def test_a_bad_request_is_one_sentence_and_queues_nothing(settings, tmp_path: Path, kwargs, message) -> None:
-    from modelyard.platform.jobs.submit import submit_training
+    from modelyard.platform.services.submit import submit_training
     from modelyard.platform.store.requests import RequestStore
 
     args = {"request_id": "ok-1", "trigger": "manual", **kwargs}
@@ -83,7 +83,7 @@ def test_a_bad_request_is_one_sentence_and_queues_nothing(settings, tmp_path: Pa
 
 
 def test_a_bad_export_block_is_found_at_submission(settings, tmp_path: Path) -> None:
-    from modelyard.platform.jobs.submit import submit_training
+    from modelyard.platform.services.submit import submit_training
 
     spec = write_spec(tmp_path, tiny_spec("m", export={"opset": 3, "variants": ["fp32", "fp8"]}))
     with pytest.raises(SpecError) as raised:
@@ -100,7 +100,7 @@ def test_export_wait_gives_up_with_a_hint_when_no_worker_takes_it(settings) -> N
 
     from mlflow.tracking import MlflowClient
 
-    from modelyard.platform.jobs.supervisor import prepare_stores
+    from modelyard.platform.services.bootstrap import prepare_stores
 
     prepare_stores(settings)
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)

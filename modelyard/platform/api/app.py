@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from modelyard.platform.api.middleware import RequestMiddleware
     from modelyard.platform.context import Platform
     from modelyard.platform.fleet.devices import Devices
-    from modelyard.platform.jobs.supervisor import prepare_stores
+    from modelyard.platform.services.bootstrap import prepare_stores
     from modelyard.platform.serving.metrics import Metrics
     from modelyard.platform.serving.server import ModelServer
     from modelyard.platform.store.inference import InferenceLog

@@ -201,7 +201,7 @@ def _split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes | N
 @ingest.post("/models/{name}/feedback", summary="Labels for logged predictions, by request id (all or none)")
 async def feedback(request: Request, name: ModelName, body: FeedbackBody, _: Principal = require("ingest")) -> Stored:
     await run_in_threadpool(_server(request).writer.flush, 5.0)  # a prediction served a moment ago is written
-    from modelyard.platform.jobs.ingest import check_feedback
+    from modelyard.platform.services.ingest import check_feedback
 
     store = request.app.state.inference_log
     given = [item.label for item in body.labels]

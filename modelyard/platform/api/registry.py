@@ -1,4 +1,4 @@
-"""The registry over HTTP (`/v1`): the same functions as the CLI (jobs/operations.py), the
+"""The registry over HTTP (`/v1`): the same functions as the CLI (services/operations.py), the
 token's name as the actor of every change."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from modelyard.platform.api.schemas import (
     VersionRef,
 )
 from modelyard.platform.context import Platform
-from modelyard.platform.jobs import operations as ops
+from modelyard.platform.services import operations as ops
 
 router = APIRouter(prefix="/v1", tags=["registry"], responses=ERRORS)
 
@@ -94,7 +94,7 @@ def drift_checks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     _: Principal = require("read"),
 ) -> list[dict[str, Any]]:
-    from modelyard.platform.jobs.monitoring import drift_rows
+    from modelyard.platform.services.drift import drift_rows
 
     return drift_rows(_platform(request), name, limit)
 
@@ -105,7 +105,7 @@ def drift_checks(
 def retrain(
     request: Request, name: ModelName, body: RetrainBody, who: Principal = require("operate")
 ) -> RetrainAccepted:
-    from modelyard.platform.jobs.monitoring import retrain as queue
+    from modelyard.platform.services.retraining import retrain as queue
 
     return RetrainAccepted(**queue(_platform(request), name, body.reason, who.name))
 
@@ -122,7 +122,7 @@ def export(
 
 @router.post("/trainings", status_code=202, summary="Queue a training (idempotent on request_id)")
 def submit(request: Request, body: TrainBody, who: Principal = require("operate")) -> TrainAccepted:
-    from modelyard.platform.jobs.submit import submit_training
+    from modelyard.platform.services.submit import submit_training
     from modelyard.trainers.spec import parse_spec, parse_spec_text
 
     spec = (

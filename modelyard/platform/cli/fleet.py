@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import re
-from functools import cache
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from modelyard.errors import InputError
+from modelyard.platform.cli.common import JsonOpt
+from modelyard.platform.cli.common import current_platform as _platform
+from modelyard.platform.cli.common import print_json as _print_json
 
 out = Console()
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 keys_cli = typer.Typer(no_args_is_help=True, help="The key pair that signs edge bundles.")
 devices_cli = typer.Typer(help="Enrolled devices; enrollment tokens; decommission.", invoke_without_command=True)
 rollout_cli = typer.Typer(no_args_is_help=True, help="Rollouts of bundles to device groups.")
-
-
-@cache
-def _platform() -> Any:
-    from modelyard.platform.context import Platform
-
-    return Platform()
-
-
-def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 @keys_cli.command("create")
@@ -67,8 +56,8 @@ def devices(
     """Enrolled devices: group, tags, profile, installed version, health, last seen."""
     if ctx.invoked_subcommand is not None:
         return
-    from modelyard.platform.cli.fleet_views import print_devices
     from modelyard.platform.fleet.operations import device_rows
+    from modelyard.platform.views.fleet import print_devices
 
     rows = device_rows(_platform(), group)
     if as_json:
@@ -127,9 +116,9 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> None:
     """Roll a version out to a group: canary, observation window, then the rest; halts by itself on failures."""
-    from modelyard.platform.cli.fleet_views import print_rollout
     from modelyard.platform.fleet.operations import deploy as start
     from modelyard.platform.fleet.operations import wait as follow_rollout
+    from modelyard.platform.views.fleet import print_rollout, rollout_progress
 
     share = None if canary is None else _percent(canary)
     status = start(_platform(), ref, group, "cli", share, observe, max_failures, follow)
@@ -137,7 +126,7 @@ def deploy(
         if not as_json:
             out.print(f"rollout {status['id']}: {status['model']}/{status['version']} to group {group}")
         status = follow_rollout(
-            _platform(), status["id"], timeout, None if as_json else lambda s: out.print(_progress(s))
+            _platform(), status["id"], timeout, None if as_json else lambda s: out.print(rollout_progress(s))
         )
     if as_json:
         return _print_json(status)
@@ -156,14 +145,6 @@ def _percent(text: str) -> float:
     return value
 
 
-def _progress(status: dict[str, Any]) -> str:
-    counts: dict[str, int] = {}
-    for d in status["devices"]:
-        counts[d["state"]] = counts.get(d["state"], 0) + 1
-    told = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no devices yet"
-    return f"  {status['state']:<10} {told}" + (f" ({status['reason']})" if status.get("reason") else "")
-
-
 @rollout_cli.command("status")
 def rollout_status(
     rollout_id: Annotated[int | None, typer.Argument(help="A rollout id; default: the newest ones.")] = None,
@@ -171,8 +152,8 @@ def rollout_status(
     as_json: JsonOpt = False,
 ) -> None:
     """One rollout with its devices, or the newest rollouts."""
-    from modelyard.platform.cli.fleet_views import print_rollout, print_rollouts
     from modelyard.platform.fleet.rollouts import Rollouts
+    from modelyard.platform.views.fleet import print_rollout, print_rollouts
 
     rollouts = Rollouts(_platform().settings)
     data: Any = rollouts.status(rollout_id) if rollout_id else rollouts.recent(model)

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import uuid
-from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from modelyard.errors import ModelyardError
+from modelyard.platform.cli.common import JsonOpt
+from modelyard.platform.cli.common import current_platform as _platform
+from modelyard.platform.cli.common import print_json as _print_json
 
 cli = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Train, register, gate, promote and roll back models."
 )
 out = Console()
 err = Console(stderr=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def main() -> None:
@@ -44,14 +44,6 @@ def main() -> None:
         sys.exit(code)
 
 
-@cache
-def _platform():
-    """Settings and the stores, opened on first use: read commands never open MLflow."""
-    from modelyard.platform.context import Platform
-
-    return Platform()
-
-
 def _settings():
     return _platform().settings
 
@@ -68,10 +60,6 @@ def _lifecycle():
     return _platform().lifecycle
 
 
-def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
-
-
 @cli.command()
 def train(
     spec: Annotated[Path, typer.Argument(help="Training spec (YAML).")],
@@ -81,7 +69,8 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a training on the `train` queue (and follow it with --wait)."""
-    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.submit import submit_training
 
     rid = request_id or uuid.uuid4().hex
     submitted = submit_training(_settings(), spec, rid, trigger)
@@ -96,7 +85,7 @@ def train(
     if as_json:
         _print_json(result)
         return
-    from modelyard.platform.cli.views import print_training_result
+    from modelyard.platform.views.registry import print_training_result
 
     print_training_result(out, result)
 
@@ -104,7 +93,7 @@ def train(
 @cli.command()
 def models(as_json: JsonOpt = False) -> None:
     """Registered models and their aliases."""
-    from modelyard.platform.cli.views import model_rows
+    from modelyard.platform.views.registry import model_rows
 
     found = model_rows(_audit())
     if as_json:
@@ -122,7 +111,7 @@ def models(as_json: JsonOpt = False) -> None:
 @cli.command()
 def versions(name: str, as_json: JsonOpt = False) -> None:
     """Versions of a model with their aliases and lineage."""
-    from modelyard.platform.cli.views import version_rows
+    from modelyard.platform.views.registry import version_rows
 
     rows = version_rows(_audit(), name)
     if as_json:
@@ -143,8 +132,8 @@ def versions(name: str, as_json: JsonOpt = False) -> None:
 @cli.command()
 def show(ref: Annotated[str, typer.Argument(help="NAME@alias or NAME/VERSION")], as_json: JsonOpt = False) -> None:
     """One version: aliases, tags, test metrics, run."""
-    from modelyard.platform.cli.views import print_version
-    from modelyard.platform.jobs.operations import version_detail
+    from modelyard.platform.services.operations import version_detail
+    from modelyard.platform.views.registry import print_version
 
     data = version_detail(_platform(), ref)
     if as_json:
@@ -161,8 +150,8 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Export a version to ONNX variants on the `export` queue; tags name the variant per target."""
-    from modelyard.platform.jobs.operations import queue_export
-    from modelyard.platform.jobs.submit import wait_for_task
+    from modelyard.platform.services.follow import wait_for_task
+    from modelyard.platform.services.operations import queue_export
 
     task_id, name, version = queue_export(_platform(), ref, target, "cli")
     if not wait:
@@ -170,7 +159,7 @@ def export(
     summary = dict(wait_for_task(_settings(), task_id, f"export of {name}/{version}", timeout, as_json))
     if as_json:
         return _print_json(summary)
-    from modelyard.platform.cli.views import print_export
+    from modelyard.platform.views.registry import print_export
 
     print_export(out, summary)
 
@@ -183,7 +172,7 @@ def promote(
     force: Annotated[bool, typer.Option("--force", help="Serve a version that is not deployable.")] = False,
 ) -> None:
     """Make a version champion; the current champion becomes previous."""
-    from modelyard.platform.jobs.operations import promote as promote_version
+    from modelyard.platform.services.operations import promote as promote_version
 
     for e in promote_version(_platform(), ref, actor, reason, force=force):
         out.print(f"{e.alias}: {e.from_version or '-'} -> {e.to_version or '-'}")
@@ -198,7 +187,7 @@ def rollback(
     force: Annotated[bool, typer.Option("--force", help="Serve a version that is not deployable.")] = False,
 ) -> None:
     """Restore `previous` (or --to VERSION) as champion."""
-    from modelyard.platform.jobs.operations import rollback as roll_back
+    from modelyard.platform.services.operations import rollback as roll_back
 
     for e in roll_back(_platform(), name, actor, reason, to, force=force):
         out.print(f"{e.alias}: {e.from_version or '-'} -> {e.to_version or '-'}")
@@ -212,8 +201,8 @@ def rollback(
 @cli.command()
 def history(name: str, as_json: JsonOpt = False) -> None:
     """Every lifecycle event of a model, oldest first (the audit log)."""
-    from modelyard.platform.cli.views import print_timeline
-    from modelyard.platform.jobs.operations import history_rows
+    from modelyard.platform.services.operations import history_rows
+    from modelyard.platform.views.registry import print_timeline
 
     rows = history_rows(_audit(), name)
     if as_json:
@@ -228,7 +217,7 @@ def log(
     source: Annotated[str, typer.Option(help="Where the rows come from (kept with them).")] = "upload",
 ) -> None:
     """Log production inputs (and predictions; computed by the champion when absent) for drift checks."""
-    from modelyard.platform.jobs.ingest import log_file
+    from modelyard.platform.services.ingest import log_file
 
     done = log_file(_platform(), name, file, source)
     out.print(
@@ -244,7 +233,7 @@ def feedback(
     source: Annotated[str, typer.Option(help="Where the labels come from (kept with them).")] = "upload",
 ) -> None:
     """Labels for logged predictions, joined by request id: all of the file or nothing."""
-    from modelyard.platform.jobs.ingest import feedback_file
+    from modelyard.platform.services.ingest import feedback_file
 
     done = feedback_file(_platform(), name, file, source)
     out.print(f"stored {done['stored']} labels for {name}")
@@ -258,8 +247,8 @@ def drift(
     as_json: JsonOpt = False,
 ) -> None:
     """Recent drift checks of a model (verdict, drifted columns, performance, what the policy did)."""
-    from modelyard.platform.cli.views import print_checks
-    from modelyard.platform.jobs.monitoring import drift_rows, run_check
+    from modelyard.platform.services.drift import drift_rows, run_check
+    from modelyard.platform.views.registry import print_checks
 
     if now:
         result = run_check(_platform(), name)
@@ -279,8 +268,8 @@ def retrain(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the training to its gate.")] = False,
 ) -> None:
     """Retrain the champion's spec on its data plus the labeled window (monitoring.retrain_data), now."""
-    from modelyard.platform.jobs.monitoring import retrain as queue
-    from modelyard.platform.jobs.submit import follow
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.retraining import retrain as queue
 
     done = queue(_platform(), name, reason, actor)
     out.print(f"retraining {done['request_id']} queued (from v{done['parent_version']}, data {done['data']})")
@@ -303,7 +292,7 @@ def requests(
     as_json: JsonOpt = False,
 ) -> None:
     """Training requests with their state, owner, attempts and last error (what the reconciler drives)."""
-    from modelyard.platform.jobs.operations import find_requests
+    from modelyard.platform.services.operations import find_requests
 
     rows = find_requests(_platform(), state, model, limit)
     if as_json:
@@ -330,7 +319,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run a Celery worker with the flags its queues need (replaces this process)."""
-    from modelyard.platform.jobs.supervisor import worker_argv
+    from modelyard.platform.worker.supervisor import worker_argv
 
     argv = worker_argv(_settings(), queues.split(","), concurrency, loglevel)
     os.execv(argv[0], argv)
@@ -344,7 +333,7 @@ def up(
     ] = None,
 ) -> None:
     """Start workers for every queue, beat and the HTTP API, supervised and restarted; Ctrl-C stops them."""
-    from modelyard.platform.jobs.supervisor import PARTS, Supervisor
+    from modelyard.platform.worker.supervisor import PARTS, Supervisor
 
     sys.exit(Supervisor(_settings(), out, only=frozenset(only) if only else PARTS).run())
 
@@ -414,15 +403,15 @@ def demo(
     """lifecycle: four versions on digits gated, promoted, rolled back. drift: the monitoring loop end to end.
     edge: a local fleet of five agents: canary rollouts, following the champion, a halted bad bundle, rollback."""
     if scenario == "lifecycle":
-        from modelyard.platform.cli.demo import run_demo
+        from modelyard.platform.demos.lifecycle import run_demo
 
         return run_demo(_settings(), out, name or "digits-demo")
     if scenario == "drift":
-        from modelyard.platform.cli.drift_demo import run_drift_demo
+        from modelyard.platform.demos.drift import run_drift_demo
 
         return run_drift_demo(_settings(), out, name or "cancer-drift")
     if scenario == "edge":
-        from modelyard.platform.cli.edge_demo import run_edge_demo
+        from modelyard.platform.demos.edge import run_edge_demo
 
         return run_edge_demo(_settings(), out, name or "edge-demo")
     raise ModelyardError(f"unknown demo '{scenario}' (lifecycle, drift or edge).")

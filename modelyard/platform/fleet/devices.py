@@ -25,6 +25,7 @@ from modelyard.platform.store.db import (
     DeviceGroup,
     EnrollmentToken,
     Event,
+    aware,
     ensure_schema,
     session_factory,
     utcnow,
@@ -99,7 +100,7 @@ class Devices:
             row = session.scalar(
                 select(EnrollmentToken).where(EnrollmentToken.token_sha256 == digest(token)).with_for_update()
             )
-            if row is None or row.uses_left < 1 or _aware(row.expires_at) < utcnow():
+            if row is None or row.uses_left < 1 or aware(row.expires_at) < utcnow():
                 raise AuthError("the enrollment token is unknown, used up or expired.")
             device = session.get(Device, device_id, with_for_update=True)
             if device is not None and device.state == "active":
@@ -276,7 +277,3 @@ def _event(group: str, kind: str, reason: str, actor: str, **evidence: Any) -> E
     """Fleet events that concern no one model are filed under the pseudo-model `fleet:<group>`."""
     record = EventRecord(f"fleet:{group}", kind, reason, actor, evidence=evidence)
     return Event(**vars(record))
-
-
-def _aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)  # SQLite keeps no offset; every time is UTC

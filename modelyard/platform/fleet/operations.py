@@ -9,9 +9,9 @@ from typing import Any
 from modelyard.errors import InputError, NotFoundError
 from modelyard.platform.context import Platform
 from modelyard.platform.fleet import bundles
-from modelyard.platform.fleet.devices import Devices, _aware
+from modelyard.platform.fleet.devices import Devices
 from modelyard.platform.fleet.rollouts import ACTIVE, Rollouts
-from modelyard.platform.store.db import utcnow
+from modelyard.platform.store.db import aware, utcnow
 
 
 def resolve(platform: Platform, ref: str) -> tuple[str, str]:
@@ -97,7 +97,7 @@ def device_rows(platform: Platform, group: str | None = None) -> list[dict[str, 
     offline = utcnow() - dt.timedelta(seconds=settings.device_offline_seconds)
     rows = []
     for d in Devices(settings).find(group):
-        seen = None if d.last_seen_at is None else _aware(d.last_seen_at)
+        seen = None if d.last_seen_at is None else aware(d.last_seen_at)
         installed = d.installed or {}
         desired = d.desired or {}
         rows.append(

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from modelyard.errors import ConflictError, InputError, LifecycleError, NotFoundError
-from modelyard.platform.fleet.devices import _aware, check_name, desired_entry, ensure_group, fleet_lock
+from modelyard.platform.fleet.devices import check_name, desired_entry, ensure_group, fleet_lock
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.audit import EventRecord
 from modelyard.platform.store.db import (
@@ -31,6 +31,7 @@ from modelyard.platform.store.db import (
     Event,
     Rollout,
     RolloutDevice,
+    aware,
     ensure_schema,
     session_factory,
     utcnow,
@@ -263,7 +264,7 @@ class Rollouts:
             if trouble:
                 self._stop(session, rollout, "halted", trouble, "rollout")
                 return True
-            if (now - _aware(rollout.phase_started_at)).total_seconds() >= rollout.observe_seconds:
+            if (now - aware(rollout.phase_started_at)).total_seconds() >= rollout.observe_seconds:
                 bundle = session.get(Bundle, (rollout.model, rollout.version, rollout.target))
                 assert bundle is not None  # a rollout starts only with its bundle, and bundles are never deleted
                 rest = self._candidates(session, rollout.group, rollout.id)
@@ -291,7 +292,7 @@ class Rollouts:
 
     def _time_out(self, session: Session, rollout: Rollout, rows: list[RolloutDevice], now: dt.datetime) -> bool:
         limit = dt.timedelta(seconds=self.settings.rollout_install_timeout_seconds)
-        late = [r for r in rows if r.state == "assigned" and now - _aware(r.assigned_at) > limit]
+        late = [r for r in rows if r.state == "assigned" and now - aware(r.assigned_at) > limit]
         for row in late:
             row.state, row.updated_at = "timed_out", now
             row.reason = f"no outcome reported within {limit.total_seconds():g} s"
@@ -462,7 +463,7 @@ def _downgrade(rollout: Rollout, device: Device) -> bool:
 def _online(device: Device, since: dt.datetime) -> bool:
     """Heard from lately, or enrolled lately (a device that just enrolled has not sent its first heartbeat yet)."""
     last = device.last_seen_at or device.enrolled_at
-    return last is not None and _aware(last) >= since
+    return last is not None and aware(last) >= since
 
 
 def _revert(before: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -497,7 +498,7 @@ def _event(rollout: Rollout, kind: str, reason: str, actor: str, **evidence: Any
 
 
 def _when(t: dt.datetime | None) -> str | None:
-    return None if t is None else _aware(t).strftime("%Y-%m-%d %H:%M:%S")
+    return None if t is None else aware(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _rollout_dict(r: Rollout) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelyard.errors import LifecycleError, NotFoundError
-from modelyard.platform.faults import failpoint
+from modelyard.platform.failpoints import failpoint
 from modelyard.platform.registry.base import TAG_PREFIX, Registry, VersionInfo
 from modelyard.platform.store.audit import AliasMove, AuditLog, EventRecord
 from modelyard.platform.store.requests import Lease

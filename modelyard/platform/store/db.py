@@ -31,6 +31,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def aware(when: dt.datetime) -> dt.datetime:
+    """A time from either database as UTC: SQLite hands back naive UTC, PostgreSQL the session's zone."""
+    return when.astimezone(dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
 class Base(DeclarativeBase):
     pass
 

@@ -7,7 +7,7 @@ the write matches no row and raises `ClaimLost`: a stale worker learns it at its
 write or heartbeat, before it starts registering, moves an alias or records a result.
 (A worker frozen inside the registry call itself can still register; training.py
 archives such a second version.) The states and their transitions are in
-states.py; the reconciler (jobs/reconcile.py) drives the rows nobody drives.
+states.py; the reconciler (services/reconcile.py) drives the rows nobody drives.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`modelyard up`: workers for every queue and beat, restarted when they die, stopped on Ctrl-C.
 
 Also the flags each queue's worker needs. On start it runs the reconciler once
-(jobs/reconcile.py); beat runs it every `reconcile_seconds` after that.
+(services/reconcile.py); beat runs it every `reconcile_seconds` after that.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from pathlib import Path
 from rich.console import Console
 
 from modelyard.errors import ModelyardError
+from modelyard.platform.services.bootstrap import prepare_stores
 from modelyard.platform.settings import Settings
 
-APP = "modelyard.platform.jobs.celery_app:app"
+APP = "modelyard.platform.worker.app:app"
 PARTS = frozenset({"train", "export", "beat", "api"})  # what `modelyard up` supervises (`--only` picks)
 
 
 def worker_argv(
     settings: Settings, queues: list[str], concurrency: int | None, loglevel: str = "INFO", name: str | None = None
 ) -> list[str]:
-    from modelyard.platform.jobs.celery_app import QUEUES
-    from modelyard.platform.jobs.gpus import TRAIN_QUEUES
+    from modelyard.platform.queue.app import QUEUES, TRAIN_QUEUES
 
     queues = [q.strip() for q in queues if q.strip()]
     unknown = [q for q in queues if q not in QUEUES]
@@ -66,21 +66,10 @@ def worker_argv(
     return argv
 
 
-def prepare_stores(settings: Settings) -> None:
-    """Create the MLflow and platform schemas once, before several processes race to."""
-    from mlflow.tracking import MlflowClient
-
-    from modelyard.platform.store.db import ensure_schema
-
-    settings.ensure_folders()
-    ensure_schema(settings.platform_database_url, settings.run_folder)
-    MlflowClient(tracking_uri=settings.tracking_uri).search_experiments(max_results=1)
-
-
 def reconcile_once(settings: Settings) -> list[str]:
-    """One reconciler pass (jobs/reconcile.py), as lines to print; beat runs the next ones."""
+    """One reconciler pass (services/reconcile.py), as lines to print; beat runs the next ones."""
     from modelyard.platform.context import Platform
-    from modelyard.platform.jobs.reconcile import reconcile
+    from modelyard.platform.services.reconcile import reconcile
 
     return [f"{a.request_id} ({a.state}): {a.action}, {a.reason}" for a in reconcile(Platform(settings))]
 
@@ -104,7 +93,7 @@ class Supervisor:
         only: frozenset[str] = PARTS,
     ) -> None:
         """Supervise the parts asked for (train workers, the export+monitor worker, beat); every one by default."""
-        from modelyard.platform.jobs.gpus import train_workers, visible_gpus
+        from modelyard.platform.worker.gpus import train_workers, visible_gpus
 
         unknown = sorted(only - PARTS)
         if unknown or not only:

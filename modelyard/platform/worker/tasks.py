@@ -13,18 +13,11 @@ from pydantic import ValidationError
 
 from modelyard.errors import SpecError
 from modelyard.platform.context import Platform
-from modelyard.platform.jobs.celery_app import (
-    CHECK_TASK,
-    EXPORT_TASK,
-    RECONCILE_TASK,
-    RETENTION_TASK,
-    TICK_TASK,
-    TRAIN_TASK,
-    app,
-)
-from modelyard.platform.jobs.outbox import broker_epoch
+from modelyard.platform.queue.app import CHECK_TASK, EXPORT_TASK, RECONCILE_TASK, RETENTION_TASK, TICK_TASK, TRAIN_TASK
+from modelyard.platform.queue.outbox import broker_epoch
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.states import State
+from modelyard.platform.worker.app import app
 
 
 @worker_init.connect
@@ -104,13 +97,8 @@ def _retry_or_raise(task: Task, err: Exception, retry_in: float | None) -> Excep
 @app.task(bind=True, name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     """Claim, then (only with the claim) import TensorFlow and train, register, hand over to export."""
-    from modelyard.platform.jobs.training import (
-        TrainRequest,
-        claim_training,
-        end_attempt,
-        run_training,
-        unclaimed_answer,
-    )
+    from modelyard.platform.services.attempts import end_attempt, unclaimed_answer
+    from modelyard.platform.services.training import TrainRequest, claim_training, run_training
 
     try:
         request = TrainRequest.model_validate(payload)
@@ -139,7 +127,7 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         self.update_state(state="PROGRESS", meta={"request_id": request.request_id, **info})
 
     def enqueue_export(name: str, version: str, request_id: str) -> None:
-        from modelyard.platform.jobs.outbox import send_export
+        from modelyard.platform.queue.outbox import send_export
 
         # the epoch is read first: a broker lost after this read makes the row look unsent
         epoch = broker_epoch(self.app, settings)
@@ -157,8 +145,8 @@ def train(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
 @app.task(bind=True, name=EXPORT_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def export(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     """Export a version to ONNX; for a training request, then gate it and record the final result."""
-    from modelyard.platform.jobs.exporting import claim_export, export_version, finish_request
-    from modelyard.platform.jobs.training import unclaimed_answer
+    from modelyard.platform.services.attempts import unclaimed_answer
+    from modelyard.platform.services.exporting import claim_export, export_version, finish_request
 
     name, version = str(payload.get("name", "")), str(payload.get("version", ""))
     if not name or not version.isdigit():
@@ -187,21 +175,21 @@ def export(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(bind=True, name=RECONCILE_TASK, ignore_result=True)
 def reconcile(self: Task) -> list[dict[str, str]]:
-    """Beat's periodic pass: drive every request nobody drives (jobs/reconcile.py)."""
-    from modelyard.platform.jobs.reconcile import reconcile as run
+    """Beat's periodic pass: drive every request nobody drives (services/reconcile.py)."""
+    from modelyard.platform.services.reconcile import reconcile as run
 
     return [a.as_dict() for a in run(Platform(Settings()), self.app)]
 
 
 @app.task(bind=True, name=CHECK_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def check(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
-    """One drift check of a model's newest window, then the retraining policy (jobs/monitoring.py).
+    """One drift check of a model's newest window, then the retraining policy (services/drift.py, retraining.py).
 
     A worker killed mid-check leaves the message unacknowledged: it is redelivered and the
     check runs again; the window's key makes it one row, one decision.
     """
     from modelyard.platform.faults import as_transient, is_transient
-    from modelyard.platform.jobs.monitoring import run_check
+    from modelyard.platform.services.drift import run_check
 
     model = str(payload.get("model", ""))
     if not model:
@@ -219,8 +207,9 @@ def tick(self: Task) -> None:
     """Beat's monitoring pass: queue the drift checks that are due, give the guard's verdicts."""
     import logging
 
-    from modelyard.platform.jobs.celery_app import send_check
-    from modelyard.platform.jobs.monitoring import due_checks, guard, guarded_models
+    from modelyard.platform.queue.outbox import send_check
+    from modelyard.platform.services.guard import guard, guarded_models
+    from modelyard.platform.services.schedule import due_checks
 
     platform = Platform(Settings())
     log = logging.getLogger("modelyard.monitor")
@@ -239,6 +228,6 @@ def tick(self: Task) -> None:
 @app.task(bind=True, name=RETENTION_TASK, ignore_result=True)
 def retention(self: Task) -> dict[str, int]:
     """Beat's hourly pass: at most MODELYARD_INFERENCE_LOG_MAX_ROWS logged rows per model."""
-    from modelyard.platform.jobs.monitoring import retention as trim
+    from modelyard.platform.services.schedule import retention as trim
 
     return trim(Platform(Settings()))

@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-TRAIN_QUEUES = ("train", "train-all")
+from modelyard.platform.queue.app import TRAIN_QUEUES
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,3 @@ def train_workers(gpus: list[str]) -> list[TrainWorker]:
         return [TrainWorker("train", TRAIN_QUEUES, {"CUDA_VISIBLE_DEVICES": gpus[0]} if gpus else {})]
     pinned = [TrainWorker(f"train-gpu{g}", ("train",), {"CUDA_VISIBLE_DEVICES": g}) for g in gpus]
     return [*pinned, TrainWorker("train-all-gpus", ("train-all",), {"CUDA_VISIBLE_DEVICES": ",".join(gpus)})]
-
-
-def train_queue(spec: Mapping[str, object]) -> str:
-    """Where a training goes: `train` (one GPU, or the CPU), `train-all` (every GPU of one machine)."""
-    return "train-all" if spec.get("gpus") == "all" else "train"

@@ -1,12 +1,14 @@
-"""The Celery application: queues, JSON only, late acks, time limits, broker by settings.
+"""The Celery application's configuration: queues, routes, JSON only, late acks, time limits, beat.
 
-Importing this module never imports TensorFlow: workers fork their children from a
-parent that has not touched CUDA, and each training child imports TensorFlow itself.
+Both sides build the same app from settings: services send with it (queue/outbox.py), the
+worker runs it (worker/app.py). Importing this module never imports TensorFlow: workers
+fork their children from a parent that has not touched CUDA, and each training child
+imports TensorFlow itself.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from celery import Celery
 from kombu import Queue
@@ -14,6 +16,7 @@ from kombu import Queue
 from modelyard.platform.settings import Settings
 
 QUEUES = ("train", "train-all", "export", "monitor")
+TRAIN_QUEUES = ("train", "train-all")
 TRAIN_TASK = "modelyard.train"
 EXPORT_TASK = "modelyard.export"
 RECONCILE_TASK = "modelyard.monitor.reconcile"  # on the monitor queue, beside the drift checks
@@ -30,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         "modelyard",
         broker=settings.effective_broker_url,
         backend=settings.effective_result_backend,
-        include=["modelyard.platform.jobs.tasks"],
+        include=["modelyard.platform.worker.tasks"],
     )
     transport: dict[str, object] = {"visibility_timeout": settings.effective_visibility_timeout}
     if settings.mode == "embedded":
@@ -93,17 +96,6 @@ def create_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-def send_training(app: Celery, payload: dict[str, Any]) -> None:
-    """Queue a training request (a TrainRequest as JSON) on the train queue its spec asks for."""
-    from modelyard.platform.jobs.gpus import train_queue
-
-    queue = train_queue(payload["spec"])  # the routing key too: the default route would say `train`
-    app.send_task(TRAIN_TASK, args=[payload], task_id=payload["request_id"], queue=queue, routing_key=queue)
-
-
-def send_check(app: Celery, model: str, last_id: int) -> None:
-    """Queue a drift check of a model's newest window (the id names the window, so a repeat is recognisable)."""
-    app.send_task(CHECK_TASK, args=[{"model": model}], task_id=f"check:{model}:{last_id}", expires=300)
-
-
-app = create_app()
+def train_queue(spec: Mapping[str, object]) -> str:
+    """Where a training goes: `train` (one GPU, or the CPU), `train-all` (every GPU of one machine)."""
+    return "train-all" if spec.get("gpus") == "all" else "train"

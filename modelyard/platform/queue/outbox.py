@@ -1,4 +1,6 @@
-"""Wake-up messages for requests: the platform database decides, the broker only carries them.
+"""The one way services reach the queue: wake-up messages, checks, manual exports, a task's state.
+
+The platform database decides, the broker only carries wake-ups.
 
 Every request row records when its current stage's message was sent and under which
 *broker epoch*: a random id the broker itself keeps (a Redis key; a file beside the
@@ -16,7 +18,7 @@ from typing import Any
 
 from celery import Celery
 
-from modelyard.platform.jobs.celery_app import EXPORT_TASK, send_training
+from modelyard.platform.queue.app import CHECK_TASK, EXPORT_TASK, TRAIN_TASK, train_queue
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.db import TrainingRequest
 from modelyard.platform.store.requests import RequestStore
@@ -57,9 +59,36 @@ def training_payload(row: TrainingRequest) -> dict[str, Any]:
     }
 
 
+def send_training(app: Celery, payload: dict[str, Any]) -> None:
+    """Queue a training request (a TrainRequest as JSON) on the train queue its spec asks for."""
+    queue = train_queue(payload["spec"])  # the routing key too: the default route would say `train`
+    app.send_task(TRAIN_TASK, args=[payload], task_id=payload["request_id"], queue=queue, routing_key=queue)
+
+
 def send_export(app: Celery, model: str, version: str, request_id: str) -> None:
+    """Queue a trained request's export stage (its task id is the request's, so a repeat is recognisable)."""
     payload = {"name": model, "version": version, "request_id": request_id}
     app.send_task(EXPORT_TASK, args=[payload], task_id=f"{request_id}:export")
+
+
+def send_export_by_hand(app: Celery, payload: dict[str, Any], task_id: str) -> None:
+    """Queue an export an operator asked for (`modelyard export`), outside any training request."""
+    app.send_task(EXPORT_TASK, args=[payload], task_id=task_id)
+
+
+def send_check(app: Celery, model: str, last_id: int) -> None:
+    """Queue a drift check of a model's newest window (the id names the window, so a repeat is recognisable)."""
+    app.send_task(CHECK_TASK, args=[{"model": model}], task_id=f"check:{model}:{last_id}", expires=300)
+
+
+def read_task(app: Celery, task_id: str) -> tuple[str, Any]:
+    """A task's state and its payload from one read of the result backend.
+
+    `AsyncResult.state` and `.info` each fetch anew, so the state can change between
+    checking one and using the other (a PROGRESS check, then a SUCCESS payload).
+    """
+    meta = app.backend.get_task_meta(task_id)
+    return str(meta.get("status", "PENDING")), meta.get("result")
 
 
 def send_stage(app: Celery, row: TrainingRequest) -> None:

@@ -127,7 +127,8 @@ def rollback(
 def queue_export(platform: Platform, ref: str, targets: list[str] | None, actor: str) -> tuple[str, str, str]:
     """Queue an export by hand on the `export` queue: (task id, name, version)."""
     from modelyard.exporters.spec import TARGETS
-    from modelyard.platform.jobs.celery_app import EXPORT_TASK, create_app
+    from modelyard.platform.queue.app import create_app
+    from modelyard.platform.queue.outbox import send_export_by_hand
     from modelyard.platform.registry.base import resolve
 
     unknown = [t for t in targets or [] if t not in TARGETS]
@@ -136,7 +137,7 @@ def queue_export(platform: Platform, ref: str, targets: list[str] | None, actor:
     info = resolve(platform.registry, ref)
     payload = {"name": info.name, "version": info.version, "targets": targets or None, "actor": actor}
     task_id = f"export-{info.name}-{info.version}-{uuid.uuid4().hex[:8]}"
-    create_app(platform.settings).send_task(EXPORT_TASK, args=[payload], task_id=task_id)
+    send_export_by_hand(create_app(platform.settings), payload, task_id)
     return task_id, info.name, info.version
 
 
@@ -168,12 +169,10 @@ def request_status(platform: Platform, request_id: str) -> dict[str, Any]:
 
 
 def _progress(platform: Platform, request_id: str) -> dict[str, Any] | None:
-    from celery.result import AsyncResult
+    from modelyard.platform.queue.app import create_app
+    from modelyard.platform.queue.outbox import read_task
 
-    from modelyard.platform.jobs.celery_app import create_app
-    from modelyard.platform.jobs.submit import read_task
-
-    state, info = read_task(AsyncResult(request_id, app=create_app(platform.settings)))
+    state, info = read_task(create_app(platform.settings), request_id)
     return dict(info) if state == "PROGRESS" and isinstance(info, dict) else None
 
 

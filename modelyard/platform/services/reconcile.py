@@ -23,14 +23,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import asdict, dataclass
-
-from celery import Celery
+from typing import Any
 
 from modelyard.platform.context import Platform
 from modelyard.platform.faults import describe
-from modelyard.platform.jobs.outbox import broker_epoch, send_stage, wake
+from modelyard.platform.queue.outbox import broker_epoch, send_stage, wake
 from modelyard.platform.store.audit import EventRecord
-from modelyard.platform.store.db import TrainingRequest, utcnow
+from modelyard.platform.store.db import TrainingRequest, aware, utcnow
 from modelyard.platform.store.states import WAITING, State
 
 log = logging.getLogger(__name__)
@@ -47,15 +46,9 @@ class Action:
         return asdict(self)
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)  # SQLite hands back naive UTC datetimes
-
-
-def reconcile(platform: Platform, app: Celery | None = None) -> list[Action]:
+def reconcile(platform: Platform, app: Any = None) -> list[Action]:
     """One pass over the unfinished requests; what it did, one Action per request it touched."""
-    from modelyard.platform.jobs.celery_app import create_app
+    from modelyard.platform.queue.app import create_app
 
     settings, store = platform.settings, platform.requests
     app = app or create_app(settings)
@@ -86,9 +79,9 @@ def _lost_message(
     row: TrainingRequest, epoch: str, now: dt.datetime, grace: dt.timedelta, republish_after: float
 ) -> str | None:
     """Why a waiting request's message must be sent again, or None if it is (probably) in the broker."""
-    published = _aware(row.published_at)
+    published = aware(row.published_at) if row.published_at else None
     if published is None:
-        updated = _aware(row.updated_at) or now
+        updated = aware(row.updated_at) if row.updated_at else now
         return "its message was never sent" if updated < now - grace else None
     if row.broker_epoch and row.broker_epoch != epoch:
         return "the broker restarted and lost its message"
@@ -98,7 +91,7 @@ def _lost_message(
     return None
 
 
-def _stale(platform: Platform, app: Celery, row: TrainingRequest, state: State, epoch: str) -> Action | None:
+def _stale(platform: Platform, app: Any, row: TrainingRequest, state: State, epoch: str) -> Action | None:
     settings, store = platform.settings, platform.requests
     died = (row.takeovers or 0) + 1  # every takeover was a dead worker, and so is the stale holder now
     stage = "export" if state == State.EXPORTING else "training"

@@ -55,7 +55,7 @@ class Traffic:
         """Log a batch as `modelyard log` does, then (labels: true, swapped or none) its labels as `feedback` does."""
         import pandas as pd
 
-        from modelyard.platform.jobs.ingest import feedback_file, log_file
+        from modelyard.platform.services.ingest import feedback_file, log_file
 
         x, y = self.batch(n, shifted)
         self.batches += 1
@@ -85,11 +85,19 @@ def wait_for(what: str, found: Callable[[], Any], timeout: float) -> Any:
 
 
 def run_drift_demo(settings: Settings, console: Console, wanted: str) -> None:
-    from modelyard.platform.cli.demo import examples_folder, open_demo, start_workers, stop_workers, where_to_look
-    from modelyard.platform.cli.views import event_rows, print_checks, print_timeline
-    from modelyard.platform.jobs.monitoring import check_row, retrain
-    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.demos.lifecycle import (
+        examples_folder,
+        open_demo,
+        start_workers,
+        stop_workers,
+        where_to_look,
+    )
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.retraining import retrain
+    from modelyard.platform.services.submit import submit_training
+    from modelyard.platform.services.verdicts import check_row
     from modelyard.platform.store.drift import DriftChecks
+    from modelyard.platform.views.registry import event_rows, print_checks, print_timeline
 
     examples = examples_folder()
     platform, name = open_demo(settings, console, wanted, "modelyard demo drift")

@@ -22,6 +22,7 @@ from modelyard.platform.registry.base import EXPORT_TAG, TAG_PREFIX, VersionInfo
 from modelyard.platform.registry.gate import GateDecision
 from modelyard.platform.registry.mlflow_store import MlflowRegistry, mlflow_errors
 from modelyard.platform.registry.promotion import gate
+from modelyard.platform.services.attempts import end_attempt, stale_answer, unclaimed_answer
 from modelyard.platform.store.audit import EventRecord
 from modelyard.platform.store.requests import Claim, ClaimLost, Lease, worker_name
 from modelyard.platform.store.states import State
@@ -177,8 +178,6 @@ def finish_request(
     that goes wrong fails the request with its reason, or, if transient, gives the claim
     back with its retry due in `retry_in` seconds (None: the last retry, so fail).
     """
-    from modelyard.platform.jobs.training import end_attempt, stale_answer, unclaimed_answer
-
     store, settings = platform.requests, platform.settings
     claim = claim or claim_export(platform, request_id)
     if claim.lease is None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modelyard.errors import InputError
-from modelyard.platform.jobs.monitoring import Signature, champion_of, open_version, predict, signature
+from modelyard.platform.services.signatures import Signature, champion_of, open_version, predict, signature
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -70,3 +70,11 @@ def print_rollouts(console: Console, rows: list[dict[str, Any]]) -> None:
             r["reason"] or "",
         )
     console.print(table if rows else "no rollouts yet (`modelyard deploy NAME@champion --group NAME`)")
+
+
+def rollout_progress(status: dict[str, Any]) -> str:
+    counts: dict[str, int] = {}
+    for d in status["devices"]:
+        counts[d["state"]] = counts.get(d["state"], 0) + 1
+    told = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no devices yet"
+    return f"  {status['state']:<10} {told}" + (f" ({status['reason']})" if status.get("reason") else "")

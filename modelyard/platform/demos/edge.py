@@ -104,13 +104,19 @@ def _free_port() -> int:
 
 
 def run_edge_demo(settings: Settings, console: Console, wanted: str) -> None:
-    from modelyard.platform.cli.demo import examples_folder, open_demo, start_workers, stop_workers, where_to_look
-    from modelyard.platform.cli.fleet_views import print_devices, print_rollouts
-    from modelyard.platform.cli.views import event_rows, print_timeline
+    from modelyard.platform.demos.lifecycle import (
+        examples_folder,
+        open_demo,
+        start_workers,
+        stop_workers,
+        where_to_look,
+    )
     from modelyard.platform.fleet import bundles
     from modelyard.platform.fleet import operations as fleet
     from modelyard.platform.fleet.devices import Devices
     from modelyard.platform.fleet.rollouts import Rollouts
+    from modelyard.platform.views.fleet import print_devices, print_rollouts
+    from modelyard.platform.views.registry import event_rows, print_timeline
 
     examples = examples_folder()
     platform, name = open_demo(settings, console, wanted, "modelyard demo edge")
@@ -168,8 +174,9 @@ def run_edge_demo(settings: Settings, console: Console, wanted: str) -> None:
 
 
 def _train(settings: Settings, console: Console, spec: Path, name: str, title: str) -> str:
-    from modelyard.platform.cli.views import print_training_result
-    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.submit import submit_training
+    from modelyard.platform.views.registry import print_training_result
 
     console.rule(title)
     rid = uuid.uuid4().hex
@@ -180,11 +187,11 @@ def _train(settings: Settings, console: Console, spec: Path, name: str, title: s
 
 
 def _watch(platform: Platform, console: Console, rollout_id: int) -> dict[str, Any]:
-    from modelyard.platform.cli.fleet import _progress
     from modelyard.platform.fleet.operations import wait
+    from modelyard.platform.views.fleet import rollout_progress
 
     console.print(f"rollout {rollout_id}:")
-    status = wait(platform, rollout_id, 300, lambda s: console.print(_progress(s)))
+    status = wait(platform, rollout_id, 300, lambda s: console.print(rollout_progress(s)))
     return status
 
 
@@ -202,7 +209,7 @@ def _next_rollout(settings: Settings, group: str, after: int, timeout: float = 3
 
 
 def fleet_rollback(platform: Platform, name: str) -> list[Any]:
-    from modelyard.platform.jobs.operations import rollback
+    from modelyard.platform.services.operations import rollback
 
     return rollback(platform, name, "demo", "demo: the field reports trouble; back to the previous champion")
 

@@ -45,13 +45,13 @@ def free_name(platform: Platform, wanted: str) -> str:
 
 def start_workers(settings: Settings, console: Console) -> subprocess.Popen | None:
     """Start `modelyard up` unless workers run already; the handle to stop it, or None."""
-    from modelyard.platform.jobs.supervisor import running_supervisor
+    from modelyard.platform.worker.supervisor import running_supervisor
 
     if running_supervisor(settings):
         console.print("using the workers of the running `modelyard up`")
         return None
     if settings.mode == "server":
-        from modelyard.platform.jobs.celery_app import create_app
+        from modelyard.platform.queue.app import create_app
 
         if create_app(settings).control.ping(timeout=2.0):
             console.print("using the running workers")
@@ -89,7 +89,7 @@ def stop_workers(proc: subprocess.Popen | None) -> None:
 
 def open_demo(settings: Settings, console: Console, wanted: str, title: str) -> tuple[Platform, str]:
     """The stores, and a model name this registry has not used: what every demo starts with."""
-    from modelyard.platform.jobs.supervisor import prepare_stores
+    from modelyard.platform.services.bootstrap import prepare_stores
 
     examples_folder()  # a demo run outside a checkout fails here, before anything starts
     prepare_stores(settings)
@@ -109,8 +109,9 @@ def where_to_look(console: Console, settings: Settings, commands: list[str], mlf
 
 
 def run_demo(settings: Settings, console: Console, wanted: str) -> None:
-    from modelyard.platform.cli.views import event_rows, print_timeline, print_training_result
-    from modelyard.platform.jobs.submit import follow, submit_training
+    from modelyard.platform.services.follow import follow
+    from modelyard.platform.services.submit import submit_training
+    from modelyard.platform.views.registry import event_rows, print_timeline, print_training_result
 
     examples = examples_folder()
     platform, name = open_demo(settings, console, wanted, "modelyard demo")

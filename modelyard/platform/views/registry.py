@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from modelyard.platform.jobs.operations import event_rows, export_report, model_rows, request_rows, version_rows
+from modelyard.platform.services.operations import event_rows, export_report, model_rows, request_rows, version_rows
 
 __all__ = ["event_rows", "export_report", "model_rows", "request_rows", "version_rows"]  # the rows --json prints
 

@@ -1,1 +1,0 @@
-"""Celery app and thin tasks, the training and export job functions, submission, the embedded supervisor."""
