@@ -1,5 +1,6 @@
 """The request state machine on the real (SQLite) platform database: claims, leases, fencing."""
 
+import datetime as dt
 import threading
 import time
 
@@ -9,11 +10,38 @@ from modelyard.platform.store.requests import ClaimLost, RequestStore
 from modelyard.platform.store.states import FINAL, TRANSITIONS, IllegalTransition, State, check
 
 
-def stale_store(monkeypatch, seconds: str) -> RequestStore:
+class Clock:
+    """The store's time, moved by the test: a lease goes stale without anybody sleeping."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+def stale_store(monkeypatch, seconds: str, clock: Clock | None = None) -> RequestStore:
     monkeypatch.setenv("MODELYARD_STALE_AFTER_SECONDS", seconds)
     from modelyard.platform.settings import Settings
 
-    return RequestStore(Settings())
+    return RequestStore(Settings(), clock=clock or Clock())
+
+
+def beat_of(store: RequestStore, request_id: str) -> dt.datetime | None:
+    row = store.get(request_id)
+    beat = row.heartbeat_at if row else None
+    return beat.replace(tzinfo=dt.UTC) if beat is not None and beat.tzinfo is None else beat
+
+
+def wait_for(condition, what: str, timeout: float = 10.0) -> None:
+    """Wait for the heartbeat thread (real time only bounds the wait; the store's time is the clock's)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 def test_the_state_machine_has_one_table_and_final_states_end_it() -> None:
@@ -60,10 +88,11 @@ def test_claims_and_stage_results(settings) -> None:
 
 
 def test_a_lost_claim_is_reported_never_silently_ignored(settings, monkeypatch) -> None:
-    store = stale_store(monkeypatch, "0.3")
+    clock = Clock()
+    store = stale_store(monkeypatch, "30", clock)
     store.create("r2", "m", {}, "manual")
     first = store.claim_training("r2", "w1").lease
-    time.sleep(0.5)  # w1 froze past stale_after
+    clock.advance(31)  # w1 froze past stale_after
     taken = store.claim_training("r2", "w2")
     assert taken.state == "claimed" and taken.row.owner == "w2" and taken.row.attempts == 2
     assert taken.took_over and taken.row.takeovers == 1  # w1 counts as dead
@@ -93,14 +122,17 @@ def test_a_held_lease_refuses_a_transition_the_machine_lacks(settings) -> None:
 
 
 def test_heartbeat_keeps_a_claim_and_reports_its_loss(settings, monkeypatch) -> None:
-    store = stale_store(monkeypatch, "0.5")
+    clock = Clock()
+    store = stale_store(monkeypatch, "30", clock)
     store.create("r4", "m", {}, "manual")
     lease = store.claim_training("r4", "w1").lease
-    with store.heartbeat(lease, every=0.1) as lost:
-        time.sleep(1.0)
-        assert store.claim_training("r4", "w2").state == "busy"
+    with store.heartbeat(lease, every=0.02) as lost:
+        for _ in range(4):  # four lease lengths pass; the heartbeat keeps the claim through each
+            clock.advance(20)
+            wait_for(lambda: beat_of(store, "r4") == clock.now, "a heartbeat at the new time")
+            assert store.claim_training("r4", "w2").state == "busy"
         assert not lost.is_set()
-    time.sleep(0.7)
+    clock.advance(31)  # the holder stopped beating
     other = store.claim_training("r4", "w2").lease
     with store.heartbeat(lease, every=0.1) as lost:
         assert lost.wait(2), "the old holder's heartbeat never noticed the takeover"
@@ -155,10 +187,11 @@ def test_schema_head_constant_matches_the_migrations() -> None:
 def test_a_stale_lease_is_republished_once_unless_the_broker_lost_it(settings, monkeypatch) -> None:
     import datetime as dt
 
-    store = stale_store(monkeypatch, "0.2")
+    clock = Clock()
+    store = stale_store(monkeypatch, "30", clock)
     store.create("r7", "m", {}, "manual")
     store.claim_training("r7", "w1")
-    time.sleep(0.3)
+    clock.advance(31)
     hour = dt.timedelta(hours=1)
     row = store.get("r7")
     assert store.take_republish(row, "epoch-a", hour)
@@ -175,14 +208,15 @@ def test_a_busy_answer_rearms_the_republish_of_its_lease(settings, monkeypatch) 
     if the holder dies later, the reconciler may send another."""
     import datetime as dt
 
-    store = stale_store(monkeypatch, "0.3")
+    clock = Clock()
+    store = stale_store(monkeypatch, "30", clock)
     store.create("r8", "m", {}, "manual")
     lease = store.claim_training("r8", "w1").lease
-    time.sleep(0.4)  # the holder looks dead (a slow TensorFlow import, say) ...
+    clock.advance(31)  # the holder looks dead (a slow TensorFlow import, say) ...
     hour = dt.timedelta(hours=1)
     assert store.take_republish(store.get("r8"), "e", hour)
     assert store.beat(lease)  # ... but it was alive: the message finds it busy
     assert store.claim_training("r8", "w2").state == "busy"
-    time.sleep(0.4)  # now it died
+    clock.advance(31)  # now it died
     assert store.take_republish(store.get("r8"), "e", hour)
     assert not store.take_republish(store.get("r8"), "e", hour)  # still one outstanding at most

@@ -16,7 +16,7 @@ import datetime as dt
 import os
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -73,19 +73,21 @@ def rowcount(result: Any) -> int:
     return int(result.rowcount)
 
 
-def hold_lease(session: Session, lease: Lease) -> None:
+def hold_lease(session: Session, lease: Lease, now: dt.datetime | None = None) -> None:
     """Inside a caller's transaction: check the lease and hold its row until the transaction ends.
 
     A write, not a read: it takes the row lock (PostgreSQL) or the write lock (SQLite), so
     no claim can take the request over before the caller commits. ClaimLost when not held.
     """
-    changed = session.execute(update(TrainingRequest).where(*_held(lease)).values(heartbeat_at=utcnow()))
+    changed = session.execute(update(TrainingRequest).where(*_held(lease)).values(heartbeat_at=now or utcnow()))
     if rowcount(changed) != 1:
         raise ClaimLost(lease, session.get(TrainingRequest, lease.request_id))
 
 
 class RequestStore:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        """`clock` says what time it is for every lease, heartbeat and staleness rule (tests move it)."""
+        self.clock = clock
         url = settings.platform_database_url
         ensure_schema(url, settings.run_folder)
         self._sessions = session_factory(url)
@@ -119,7 +121,7 @@ class RequestStore:
             return True
         if beat.tzinfo is None:  # SQLite hands back naive datetimes
             beat = beat.replace(tzinfo=dt.UTC)
-        return beat < (now or utcnow()) - self.stale_after
+        return beat < (now or self.clock()) - self.stale_after
 
     # --- creating and claiming ---------------------------------------------------------
 
@@ -172,7 +174,7 @@ class RequestStore:
 
     def _claim(self, request_id: str, owner: str, waiting: State, stale: Any, target: State, counter: Any) -> Claim:
         """Claim a waiting request, else take over a stale one (counted: its worker died)."""
-        now = utcnow()
+        now = self.clock()
         taken = {
             "status": target,
             "owner": owner,
@@ -223,7 +225,7 @@ class RequestStore:
             raise IllegalTransition(f"no owned state leads to {target}")
         if not target.owned:
             values.setdefault("owner", None)
-        now = utcnow()
+        now = self.clock()
         where = (*_held(lease), TrainingRequest.status.in_(sources))
         if not self._update_one(where, status=target, updated_at=now, heartbeat_at=now, **values):
             row = self.get(lease.request_id)
@@ -247,21 +249,21 @@ class RequestStore:
             self.advance(lease, State.FAILED, error=reason)
             return True
         waiting = (TrainingRequest.request_id == request_id, TrainingRequest.status.in_(list(WAITING)))
-        return self._update_one(waiting, status=State.FAILED, owner=None, error=reason, updated_at=utcnow())
+        return self._update_one(waiting, status=State.FAILED, owner=None, error=reason, updated_at=self.clock())
 
     def note(self, lease: Lease, **values: Any) -> None:
         """Record something (run id, version) on a request this lease holds; ClaimLost otherwise."""
-        if not self._update_one(_held(lease), updated_at=utcnow(), **values):
+        if not self._update_one(_held(lease), updated_at=self.clock(), **values):
             raise ClaimLost(lease, self.get(lease.request_id))
 
     def ensure(self, lease: Lease) -> None:
         """Raise ClaimLost unless this lease still holds its request."""
         with self._sessions.begin() as session:
-            hold_lease(session, lease)
+            hold_lease(session, lease, self.clock())
 
     def beat(self, lease: Lease) -> bool:
         """Say the holder is alive; False when the lease is no longer held."""
-        return self._update_one(_held(lease), heartbeat_at=utcnow())
+        return self._update_one(_held(lease), heartbeat_at=self.clock())
 
     def _update_one(self, where: tuple[Any, ...], short_wait: bool = False, **values: Any) -> bool:
         """One conditional UPDATE in its own transaction: whether it matched the row (a miss is no error)."""
@@ -297,7 +299,7 @@ class RequestStore:
     def mark_published(self, request_id: str, state: State, epoch: str, resent: bool = False) -> bool:
         """Record that the message waking `state`'s worker was sent under this broker epoch
         (`resent`: by the reconciler, which counts them to space them out)."""
-        values: dict[str, Any] = {"published_at": utcnow(), "broker_epoch": epoch}
+        values: dict[str, Any] = {"published_at": self.clock(), "broker_epoch": epoch}
         if resent:
             values["republishes"] = TrainingRequest.republishes + 1
         where = (TrainingRequest.request_id == request_id, TrainingRequest.status == state)
@@ -305,15 +307,15 @@ class RequestStore:
 
     def abandon(self, row: TrainingRequest, reason: str) -> bool:
         """Fail a request whose worker stopped beating, if nobody took it over since `row` was read."""
-        where = (*_unchanged(row), TrainingRequest.heartbeat_at < utcnow() - self.stale_after)
+        where = (*_unchanged(row), TrainingRequest.heartbeat_at < self.clock() - self.stale_after)
         return self._update_one(
-            where, short_wait=True, status=State.FAILED, owner=None, error=reason, updated_at=utcnow()
+            where, short_wait=True, status=State.FAILED, owner=None, error=reason, updated_at=self.clock()
         )
 
     def take_republish(self, row: TrainingRequest, epoch: str, again_after: dt.timedelta) -> bool:
         """Reserve a re-publication for a stale lease (compare-and-set): once per lease, again only
         if the broker lost it (a new epoch) or `again_after` passed without a takeover."""
-        now = utcnow()
+        now = self.clock()
         due = or_(
             TrainingRequest.republished_lease.is_(None),
             TrainingRequest.republished_lease != row.lease,
