@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from celery import Celery
 from kombu import Queue
 
+from modelyard.platform.queue.filesystem import TRANSPORT as FILESYSTEM_TRANSPORT
 from modelyard.platform.settings import Settings
 
 QUEUES = ("train", "train-all", "export", "monitor")
@@ -36,7 +37,11 @@ def create_app(settings: Settings | None = None) -> Celery:
         include=["modelyard.platform.worker.tasks"],
     )
     transport: dict[str, object] = {"visibility_timeout": settings.effective_visibility_timeout}
+    transport_class: str | None = None  # None: the broker URL names it
     if settings.mode == "embedded":
+        # kombu's filesystem transport, writing by rename: kombu's own can hand a reader a
+        # message file still being written (queue/filesystem.py)
+        transport_class = FILESYSTEM_TRANSPORT
         folder = str(settings.queue_folder)
         transport.update(
             data_folder_in=folder,
@@ -60,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         result_extended=True,
         result_expires=7 * 24 * 3600,
         broker_connection_retry_on_startup=True,
+        broker_transport=transport_class,
         broker_transport_options=transport,
         result_backend_transport_options={"visibility_timeout": settings.effective_visibility_timeout},
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],
