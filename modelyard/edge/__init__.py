@@ -1,7 +1,8 @@
 """The modelyard device agent: enroll, pull, verify, swap, serve, report.
 
 It depends on ONNX Runtime, numpy, httpx and OpenSSF model-signing only, and imports nothing of
-modelyard outside this package, so it installs alone on a device (`pip install modelyard[edge]`).
+modelyard outside this package but the leaves both sides share (modelyard.bundle, modelyard.oip,
+modelyard.runtime, modelyard.retry), so it installs alone on a device (`pip install modelyard[edge]`).
 Importing the package is cheap: the heavy modules load when `Agent` or a submodule is used.
 The contract with the control plane is PROTOCOL.md beside this file.
 """

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.bundle import Manifest
 from modelyard.edge import state as st
 from modelyard.edge import telemetry
 from modelyard.edge.archive import Limits
@@ -28,8 +29,7 @@ from modelyard.edge.config import DEVICE_ID, UNAUTHORIZED_HEARTBEAT_S, Enrollmen
 from modelyard.edge.errors import EdgeError, InferenceError
 from modelyard.edge.install import Installer
 from modelyard.edge.loops import Loops
-from modelyard.edge.manifest import Manifest, local_support
-from modelyard.edge.runtime import LoadedModel
+from modelyard.edge.runtime import LoadedModel, local_support
 from modelyard.edge.version import AGENT_VERSION
 
 log = logging.getLogger("modelyard.edge")

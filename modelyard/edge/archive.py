@@ -14,19 +14,21 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from modelyard.edge.errors import BundleRefused, EdgeError
-from modelyard.edge.manifest import (
+from modelyard.bundle import (
     HASHED,
     MANIFEST,
     MEMBERS,
     SIGNATURE,
     Manifest,
+    ManifestError,
     RuntimeSupport,
     agent_refusal,
     runtime_refusal,
     sha256_file,
 )
+from modelyard.edge.errors import BundleRefused, EdgeError
 
 
 @dataclass(frozen=True)
@@ -117,12 +119,20 @@ def verify_signature(staging: Path, public_key: Path, label: str) -> None:
         ) from exc
 
 
+def parse_manifest(data: Any, *, where: str = MANIFEST) -> Manifest:
+    """Manifest.from_dict, its ManifestError as the agent's EdgeError: a malformed manifest fails verification."""
+    try:
+        return Manifest.from_dict(data, where=where)
+    except ManifestError as exc:
+        raise EdgeError(str(exc), stage="verify") from exc
+
+
 def read_manifest(staging: Path, label: str) -> Manifest:
     try:
         data = json.loads((staging / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         raise EdgeError(f"{label}: {MANIFEST} is not valid JSON ({exc}).", stage="verify") from exc
-    return Manifest.from_dict(data, where=f"{label}: {MANIFEST}")
+    return parse_manifest(data, where=f"{label}: {MANIFEST}")
 
 
 def verify_files(staging: Path, manifest: Manifest, label: str) -> None:

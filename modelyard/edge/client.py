@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
+from modelyard.bundle import check_desired, sha256_file
 from modelyard.edge import failpoint
 from modelyard.edge.errors import ControlPlaneError, DownloadError
-from modelyard.edge.manifest import check_desired, sha256_file
 
 log = logging.getLogger("modelyard.edge")
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from modelyard.bundle import RuntimeSupport
 from modelyard.edge.errors import EdgeError
-from modelyard.edge.manifest import RuntimeSupport
 from modelyard.edge.slots import read_json, write_json_atomic
 
 DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"

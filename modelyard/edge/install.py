@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelyard.bundle import RuntimeSupport, check_desired, sha256_file
 from modelyard.edge import state as st
 from modelyard.edge.archive import Limits, verify_bundle
 from modelyard.edge.errors import BundleRefused, DownloadError, EdgeError
-from modelyard.edge.manifest import RuntimeSupport, check_desired, local_support, sha256_file
-from modelyard.edge.runtime import LoadedModel
+from modelyard.edge.runtime import LoadedModel, local_support
 from modelyard.edge.slots import Slots
 from modelyard.edge.version import AGENT_VERSION
 

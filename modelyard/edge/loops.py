@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.edge import config
 from modelyard.edge.errors import ControlPlaneError, EdgeError
+from modelyard.retry import backoff
 
 if TYPE_CHECKING:
     from modelyard.edge.agent import Agent
@@ -24,10 +25,6 @@ log = logging.getLogger("modelyard.edge")
 
 def jittered(seconds: float) -> float:
     return seconds * random.uniform(0.8, 1.2)
-
-
-def backoff(failures: int, base: float, cap: float) -> float:
-    return random.uniform(0, min(cap, base * 2 ** min(failures, 16)))
 
 
 class Loops:
@@ -89,7 +86,7 @@ class Loops:
                 failures += 1
                 log.warning("%s", exc)
                 base = config.UNAUTHORIZED_HEARTBEAT_S if refused else self._interval()
-                stop.wait(backoff(failures, max(1.0, base / 4), agent.options.backoff_cap_seconds))
+                stop.wait(backoff(failures, max(1.0, base / 4), agent.options.backoff_cap_seconds, jitter=True))
                 continue
             if refused:
                 agent.clear_decommissioned()
@@ -152,4 +149,4 @@ class Loops:
             except ControlPlaneError as exc:
                 failures += 1
                 log.warning("%s (records stay buffered)", exc)
-                stop.wait(backoff(failures, max(1.0, interval / 4), agent.options.backoff_cap_seconds))
+                stop.wait(backoff(failures, max(1.0, interval / 4), agent.options.backoff_cap_seconds, jitter=True))

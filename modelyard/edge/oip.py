@@ -1,7 +1,8 @@
-"""Open Inference Protocol (KServe v2, REST/JSON) types: request decoding, response encoding.
+"""The local server's Open Inference Protocol bodies: request decoding, response encoding.
 
-Data travels flattened in row-major order with an explicit shape, as Triton and MLServer send
-it; the server module only routes.
+The protocol's rules (datatypes, shapes, tensor data) are modelyard.oip's, shared with the
+platform's API; this module only reads the request's structure and words each failure as
+the agent's InferenceError (a 400 answer). The server module only routes.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.bundle import Manifest
 from modelyard.edge.errors import InferenceError
-from modelyard.edge.manifest import DATATYPES, Manifest
-
-NUMPY_TO_OIP = {np.dtype(v): k for k, v in DATATYPES.items()}
+from modelyard.oip import DATATYPES, infer_response, is_shape, model_metadata
+from modelyard.oip.tensors import TensorError, encode_tensor, from_json
 
 
 def decode_request(body: Any, manifest: Manifest) -> tuple[str | None, dict[str, np.ndarray]]:
@@ -28,12 +29,12 @@ def decode_request(body: Any, manifest: Manifest) -> tuple[str | None, dict[str,
         name, datatype, shape = item["name"], item.get("datatype"), item.get("shape")
         if datatype not in DATATYPES:
             raise InferenceError(f"input '{name}' has datatype {datatype!r}, not an Open Inference Protocol type.")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not is_shape(shape) or any(d < 0 for d in shape):
             raise InferenceError(f"input '{name}' has shape {shape!r}, not a list of sizes.")
         try:
-            data = np.asarray(item.get("data"), dtype=DATATYPES[datatype])
-            arrays[name] = data.reshape(shape)
-        except (ValueError, TypeError) as exc:
+            # NaN passes: the model decides what it makes of one (the device keeps no drift window).
+            arrays[name] = from_json(item.get("data"), datatype, shape)
+        except TensorError as exc:
             raise InferenceError(f"input '{name}' data does not fit datatype {datatype} and shape {shape}.") from exc
     return (str(request_id) if request_id is not None else None), arrays
 
@@ -41,21 +42,9 @@ def decode_request(body: Any, manifest: Manifest) -> tuple[str | None, dict[str,
 def encode_response(
     manifest: Manifest, outputs: dict[str, np.ndarray], request_id: str | None, wanted: list[str] | None = None
 ) -> dict[str, Any]:
-    names = wanted or list(outputs)
-    return {
-        "model_name": manifest.model,
-        "model_version": manifest.version,
-        "id": request_id or "",
-        "outputs": [
-            {
-                "name": name,
-                "datatype": NUMPY_TO_OIP.get(outputs[name].dtype, "BYTES"),
-                "shape": list(outputs[name].shape),
-                "data": outputs[name].reshape(-1).tolist(),
-            }
-            for name in names
-        ],
-    }
+    # The array's own datatype: the session's outputs are what the manifest says, smoke-tested at install.
+    tensors = [encode_tensor(name, outputs[name])[0] for name in wanted or list(outputs)]
+    return infer_response(manifest.model, manifest.version, request_id or "", tensors)
 
 
 def requested_outputs(body: dict[str, Any], manifest: Manifest) -> list[str] | None:
@@ -71,10 +60,4 @@ def requested_outputs(body: dict[str, Any], manifest: Manifest) -> list[str] | N
 
 
 def metadata(manifest: Manifest) -> dict[str, Any]:
-    return {
-        "name": manifest.model,
-        "versions": [manifest.version],
-        "platform": "onnxruntime",
-        "inputs": [spec.to_dict() for spec in manifest.inputs],
-        "outputs": [spec.to_dict() for spec in manifest.outputs],
-    }
+    return model_metadata(manifest.model, manifest.version, "onnxruntime", manifest.inputs, manifest.outputs)

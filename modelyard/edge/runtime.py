@@ -1,7 +1,7 @@
-"""One installed bundle as an ONNX Runtime session: smoke test and predictions.
+"""One installed bundle as an ONNX Runtime session: smoke test and predictions; what the local runtime runs.
 
 CPU provider with few threads: the device runs other things, and one edge model per agent
-does not need them all.
+does not need them all. The session itself is opened by modelyard.runtime, as the server's is.
 """
 
 from __future__ import annotations
@@ -13,27 +13,34 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.bundle import MANIFEST, MODEL, SMOKE, RuntimeSupport, TensorSpec
+from modelyard.edge.archive import parse_manifest
 from modelyard.edge.errors import EdgeError, InferenceError
-from modelyard.edge.manifest import DATATYPES, MANIFEST, MODEL, SMOKE, Manifest, TensorSpec
+from modelyard.oip import fits
+from modelyard.oip.tensors import numpy_dtype
+from modelyard.runtime import SessionError, domains_for, first_line, max_opset_for, open_session, run
 
 SMOKE_RUNS = 5
 
 
+def local_support() -> RuntimeSupport:
+    """What this device's ONNX Runtime implements (sent at enrollment, checked against every bundle)."""
+    import onnxruntime
+
+    version = onnxruntime.__version__
+    return RuntimeSupport(version, max_opset_for(version), domains_for(version))
+
+
 class LoadedModel:
     def __init__(self, slot_dir: Path, *, threads: int = 2) -> None:
-        import onnxruntime as ort
-
         self.slot_dir = slot_dir
-        self.manifest = Manifest.from_dict(json.loads((slot_dir / MANIFEST).read_text()))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        self.manifest = parse_manifest(json.loads((slot_dir / MANIFEST).read_text()))
         try:
-            self.session = ort.InferenceSession(str(slot_dir / MODEL), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
+            # Log severity 3 (errors only): ONNX Runtime's warnings about the graph would fill a device's log.
+            self.session = open_session(slot_dir / MODEL, threads=threads, log_severity=3)
+        except SessionError as exc:
             raise EdgeError(
-                f"bundle {self.manifest.label}: ONNX Runtime cannot load model.onnx ({_first_line(exc)}).",
+                f"bundle {self.manifest.label}: ONNX Runtime cannot load model.onnx ({exc.reason[:200]}).",
                 stage="smoke",
             ) from exc
         self.output_names = [spec.name for spec in self.manifest.outputs]
@@ -49,10 +56,11 @@ class LoadedModel:
         if extra:
             raise InferenceError(f"model {self.label} has no input named {extra[0]!r}.")
         try:
-            results = self.session.run(self.output_names, feed)
+            return run(self.session, self.output_names, feed)
         except Exception as exc:
-            raise InferenceError(f"model {self.label} failed to run ({_first_line(exc)}).", client_error=False) from exc
-        return dict(zip(self.output_names, results, strict=True))
+            raise InferenceError(
+                f"model {self.label} failed to run ({first_line(exc, 200)}).", client_error=False
+            ) from exc
 
     def smoke_test(self) -> float:
         """Run smoke.npz; returns the p50 latency in ms, or raises naming the first output that disagrees."""
@@ -108,22 +116,15 @@ def _checked(spec: TensorSpec, inputs: dict[str, Any], label: str) -> np.ndarray
     if spec.name not in inputs:
         raise InferenceError(f"model {label} needs input '{spec.name}', which the request lacks.")
     value = np.asarray(inputs[spec.name])
-    dtype = np.dtype(DATATYPES[spec.datatype])
+    dtype = numpy_dtype(spec.datatype)
     if value.dtype != dtype:
         if value.dtype.kind in "iuf" and dtype.kind in "iuf" and np.can_cast(value.dtype, dtype, "same_kind"):
             value = value.astype(dtype)
         else:
             raise InferenceError(f"model {label} input '{spec.name}' must be {spec.datatype}, got {value.dtype}.")
-    if len(value.shape) != len(spec.shape) or any(
-        want != -1 and want != got for want, got in zip(spec.shape, value.shape, strict=True)
-    ):
+    if not fits(value.shape, spec.shape):
         raise InferenceError(
             f"model {label} input '{spec.name}' has shape {list(value.shape)}, expected {list(spec.shape)} "
             "(-1: any size)."
         )
     return value
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

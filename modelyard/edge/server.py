@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from modelyard.bundle import Manifest
 from modelyard.edge import oip
 from modelyard.edge.errors import InferenceError
-from modelyard.edge.manifest import Manifest
 from modelyard.edge.version import AGENT_VERSION
 
 log = logging.getLogger("modelyard.edge.server")

@@ -1,8 +1,9 @@
 """Edge bundles: one ONNX variant + manifest + smoke sample, signed, in one deterministic tar.
 
-The format is the agent's (modelyard/edge/PROTOCOL.md; constants in modelyard.edge.manifest), so
-builder and agent cannot drift apart. Expected smoke outputs come from ONNX Runtime on the very
-file shipped, so a device that disagrees is running something else, not a different conversion.
+The format is the one the agent reads (modelyard/edge/PROTOCOL.md; constants and checks in
+modelyard.bundle, which both import), so builder and agent cannot drift apart. Expected smoke
+outputs come from ONNX Runtime on the very file shipped, so a device that disagrees is running
+something else, not a different conversion.
 """
 
 from __future__ import annotations
@@ -19,9 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.edge.manifest import FORMAT, MANIFEST, MEMBERS, MODEL, SIGNATURE, SMOKE, Manifest, sha256_file
-from modelyard.edge.version import AGENT_VERSION
+from modelyard.bundle import (
+    FORMAT,
+    MANIFEST,
+    MEMBERS,
+    MIN_AGENT_VERSION,
+    MODEL,
+    SIGNATURE,
+    SMOKE,
+    Manifest,
+    sha256_file,
+)
 from modelyard.errors import ModelyardError
+from modelyard.runtime import open_session, run
 
 # A fixed mtime keeps the tar byte-identical across builds of the same inputs (2020-01-01 UTC).
 _TAR_MTIME = 1577836800
@@ -109,14 +120,9 @@ def build_bundle(
 
 
 def _expected_outputs(model_path: Path, smoke_inputs: dict[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, smoke_inputs), strict=True))
+        session = open_session(model_path, threads=1)  # CPU: what an edge device runs
+        return run(session, [o.name for o in session.get_outputs()], smoke_inputs)
     except Exception as exc:
         raise ModelyardError(
             f"{label}: ONNX Runtime could not run the smoke sample ({exc}).", code="bundle_invalid"
@@ -147,7 +153,7 @@ def _manifest(
         "variant": variant,
         "target": target,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "min_agent_version": AGENT_VERSION,
+        "min_agent_version": MIN_AGENT_VERSION,
         "inputs": [_tensor(t) for t in inputs],
         "outputs": [_tensor(t) for t in outputs],
         "runtime": {

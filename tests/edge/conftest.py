@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelyard.bundle import RuntimeSupport
 from modelyard.edge.archive import Limits
 from modelyard.edge.install import Installer, copy_fetch
-from modelyard.edge.manifest import RuntimeSupport
 from modelyard.exporters.bundle import BuiltBundle, build_bundle, create_keys
 
 INPUTS = [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]

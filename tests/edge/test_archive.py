@@ -189,6 +189,6 @@ def test_verified_bundle_is_staged_with_its_four_files(home: Path, v2: BuiltBund
 
 
 def _sha(path: Path) -> str:
-    from modelyard.edge.manifest import sha256_file
+    from modelyard.bundle import sha256_file
 
     return sha256_file(path)

@@ -10,11 +10,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from modelyard.bundle import RuntimeSupport
 from modelyard.edge import state as st
 from modelyard.edge.agent import Agent
 from modelyard.edge.errors import InferenceError
 from modelyard.edge.install import copy_fetch
-from modelyard.edge.manifest import RuntimeSupport
 from modelyard.edge.runtime import LoadedModel
 from modelyard.edge.slots import Slots
 from modelyard.exporters.bundle import BuiltBundle, build_bundle

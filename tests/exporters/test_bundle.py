@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelyard.edge.manifest import MEMBERS, Manifest, sha256_file
+from modelyard.bundle import MEMBERS, Manifest, sha256_file
 from modelyard.errors import ModelyardError
 from modelyard.exporters.bundle import build_bundle, create_keys
 from tests.edge.conftest import INPUTS, NEEDS, OUTPUTS, make_onnx, smoke_rows

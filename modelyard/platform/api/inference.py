@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from modelyard.errors import InputError, UnavailableError
+from modelyard.oip import infer_response
 from modelyard.platform.api.auth import BEARER, Principal, authorize, require
 from modelyard.platform.api.errors import answer_error
 from modelyard.platform.api.schemas import (
@@ -162,7 +163,7 @@ async def _infer(request: Request, server: ModelServer, choose: Any) -> Response
     metrics = server.metrics
     metrics.inferences.labels(model.name, model.version).inc()
     metrics.inference_latency.labels(model.name, model.version).observe(time.perf_counter() - started)
-    answer = orjson.dumps({"model_name": model.name, "model_version": model.version, "id": rid, "outputs": tensors})
+    answer = orjson.dumps(infer_response(model.name, model.version, rid, tensors))
     if not chunks:
         return Response(answer, media_type="application/json")
     return Response(

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelyard.oip import DATATYPES
+
 # Path parameters, as the CLI spells them (registry/base.py's references).
 ModelName = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 VersionNumber = Annotated[str, Path(pattern=r"^\d{1,9}$")]
@@ -136,11 +138,17 @@ class Stored(BaseModel):
     stored: int
 
 
-# The Open Inference Protocol (KServe v2) bodies.
+# The Open Inference Protocol (KServe v2) bodies. Their rules (datatypes, shapes, tensor data) are modelyard.oip's,
+# shared with the device agent: serving/models.py's decode_inputs applies them to these bodies' tensors. A request's
+# datatype is a plain string here, so one the model does not take is answered naming the tensor, not by pydantic.
+DATATYPE = f"An Open Inference Protocol datatype: {', '.join(DATATYPES)}."
+ANSWERED_DATATYPE = Field(description=DATATYPE, json_schema_extra={"enum": list(DATATYPES)})
+
+
 class InferInput(BaseModel):
     name: str
     shape: list[int]
-    datatype: str
+    datatype: str = Field(description=DATATYPE)
     parameters: dict[str, Any] | None = None
     data: list[Any] | None = None
 
@@ -166,7 +174,7 @@ class InferRequest(BaseModel):
 class InferOutput(BaseModel):
     name: str
     shape: list[int]
-    datatype: str
+    datatype: str = ANSWERED_DATATYPE
     parameters: dict[str, Any] | None = None
     data: list[Any] | None = None
 
@@ -180,8 +188,8 @@ class InferResponse(BaseModel):
 
 class TensorMetadata(BaseModel):
     name: str
-    datatype: str
-    shape: list[int]
+    datatype: str = ANSWERED_DATATYPE
+    shape: list[int] = Field(description="Sizes; -1 where the model accepts any (the batch, first).")
 
 
 class ModelMetadata(BaseModel):
