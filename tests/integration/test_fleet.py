@@ -1,5 +1,6 @@
-"""The edge fleet end to end: a real `modelyard serve`, real `modelyard-agent` processes, real HTTP on
-127.0.0.1, bundles built from real exports and signed with model-signing.
+"""The edge fleet end to end: a real `modelyard run api`, real `modelyard-agent` processes, real HTTP on
+127.0.0.1, bundles built from real exports and signed with model-signing, and rollouts moved on by
+beat's fleet tick on a real worker of the monitor queue (`modelyard up --only monitor --only beat`).
 
 The agents enroll with a one-time token, follow rollouts, refuse bad bundles, serve locally
 while the control plane is down and upload their buffered telemetry when it is back.
@@ -32,7 +33,7 @@ FAST = {
     "MODELYARD_DEVICE_HEARTBEAT_SECONDS": "0.5",
     "MODELYARD_DEVICE_UPLOAD_SECONDS": "0.5",
     "MODELYARD_DEVICE_SAMPLE_RATE": "1",
-    "MODELYARD_FLEET_TICK_SECONDS": "0.2",
+    "MODELYARD_FLEET_TICK_SECONDS": "0.5",  # beat's interval, and how long each tick's message lives
     "MODELYARD_ROLLOUT_OBSERVE_SECONDS": "1",
     "MODELYARD_SERVE_POLL_SECONDS": "0.2",
 }
@@ -48,12 +49,26 @@ class Fleet:
         self.folder, self.home, self.env, self.port, self.token = folder, home, env, port, token
         self.url = f"http://127.0.0.1:{port}"
         self.api: Any = None
+        self.ticker: Any = None
         self.agents: dict[str, Agent] = {}
 
     def start_api(self) -> None:
         env = {**self.env, "MODELYARD_API_PORT": str(self.port)}
         log = self.folder / f"api-{time.monotonic_ns()}.log"
-        self.api = _spawn(log, ["serve"], env, "Uvicorn running on", "modelyard serve")
+        self.api = _spawn(log, ["run", "api"], env, "Uvicorn running on", "modelyard run api")
+
+    def start_ticker(self) -> None:
+        """Beat and a monitor worker: the fleet's tick runs there, as every periodic pass does."""
+        log = self.folder / "up.log"
+        self.ticker = _spawn(log, ["up", "--only", "monitor", "--only", "beat"], self.env, "modelyard up (", "up")
+        logs = self.home / "logs"
+        deadline = time.monotonic() + 180
+        while True:  # the worker is ready and beat has sent a first tick
+            text = "".join(p.read_text(errors="replace") for p in logs.glob("*.log")) if logs.exists() else ""
+            if " ready." in text and "Sending due task fleet-tick" in text:
+                return
+            assert self.ticker.proc.poll() is None and time.monotonic() < deadline, (log.read_text(), text[-3000:])
+            time.sleep(0.3)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         answer = requests.request(
@@ -162,13 +177,17 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             del os.environ[key]
         os.environ.update(saved)
     plane = Fleet(folder, home, env, _free_port(), token)
-    plane.start_api()
     try:
+        plane.start_ticker()
+        plane.start_api()
         yield plane
     finally:
         for agent in plane.agents.values():
             agent.stop(signal.SIGKILL)
-        plane.api.stop()
+        if plane.api is not None:
+            plane.api.stop()
+        if plane.ticker is not None:
+            plane.ticker.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The FastAPI application: `create_app()` for uvicorn (`modelyard serve`), on the same Settings
+"""The FastAPI application: `create_app()` for uvicorn (`modelyard run api`), on the same Settings
 and database as the CLI and the workers."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ DESCRIPTION = """The modelyard control plane over HTTP.
   bundles with their own credentials; operators deploy with canaries and watch).
 * `/v2/...`: inference on the Open Inference Protocol (KServe v2), as Triton and MLServer speak it.
 
-Every request needs `Authorization: Bearer <token>` (`modelyard token create NAME --scope ...`);
+Every request needs `Authorization: Bearer <token>` (`modelyard tokens create NAME --scope ...`);
 scopes: read, infer, ingest, operate, admin. Errors are `{"error": sentence, "code": stable code}`.
 """
 
@@ -46,21 +46,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import gc
-        import threading
 
-        from modelyard.platform.fleet.driver import run_forever
-
+        # Rollouts advance and followers follow on beat's fleet tick (a monitor-queue task), not here.
         await server.start()
-        stop = threading.Event()  # the fleet's tick: rollouts advance and followers follow while the API runs
-        ticker = threading.Thread(target=run_forever, args=(platform, stop), name="fleet-tick", daemon=True)
-        ticker.start()
         gc.freeze()  # what start-up imported (MLflow, SQLAlchemy, ...) is never scanned again: no long GC pauses
         try:
             yield
         finally:
-            stop.set()
             await server.stop()
-            ticker.join(timeout=10)
 
     app = FastAPI(title="modelyard", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings

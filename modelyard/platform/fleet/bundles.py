@@ -3,7 +3,7 @@ artifact of the version (`bundle/<target>/bundle.tar`), recorded in `bundles`, s
 
 A version has at most one bundle per target: its checksum is what rollouts and devices
 refer to, so it is never rebuilt under them. Builds of one model are serialized across
-processes (the gate's worker and the API's fleet tick may both want one at once), and
+processes (the gate's export worker and the fleet's tick may both want one at once), and
 `force` is refused while a rollout or a device still refers to the bundle it would replace.
 """
 
@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 
 from modelyard.errors import LifecycleError, ModelyardError, NotFoundError
+from modelyard.oip import datatype_of
 from modelyard.platform.context import Platform
 from modelyard.platform.registry.base import EXPORT_TAG
 from modelyard.platform.registry.mlflow_store import mlflow_errors
 from modelyard.platform.store.audit import EventRecord
-from modelyard.platform.store.db import Bundle, session_factory
+from modelyard.platform.store.db import Bundle
+from modelyard.platform.store.fleet import FleetStore
 
 SMOKE_ROWS = 16
-OIP = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
 
 
 def create_keys(platform: Platform) -> tuple[Path, Path]:
@@ -47,14 +47,12 @@ def public_key_pem(platform: Platform) -> str:
 
 
 def find(platform: Platform, model: str, version: str, target: str) -> Bundle | None:
-    with session_factory(platform.settings.platform_database_url)() as session:
-        return session.get(Bundle, (model, version, target))
+    return FleetStore(platform.settings).bundle(model, version, target)
 
 
 def find_any(platform: Platform, model: str, version: str) -> Bundle | None:
     """A bundle of the version for any target (they share the version's signature)."""
-    with session_factory(platform.settings.platform_database_url)() as session:
-        return session.scalar(select(Bundle).where(Bundle.model == model, Bundle.version == version).limit(1))
+    return FleetStore(platform.settings).any_bundle(model, version)
 
 
 def build(platform: Platform, model: str, version: str, target: str, actor: str, force: bool = False) -> Bundle:
@@ -72,14 +70,9 @@ def build(platform: Platform, model: str, version: str, target: str, actor: str,
 
 
 def _refuse_if_in_use(platform: Platform, bundle: Bundle) -> None:
-    from modelyard.platform.fleet.rollouts import ACTIVE
-    from modelyard.platform.store.db import Device, Rollout
+    from modelyard.platform.fleet.phases import ACTIVE
 
-    with session_factory(platform.settings.platform_database_url)() as session:
-        running = session.scalar(
-            select(Rollout.id).where(Rollout.sha256 == bundle.sha256, Rollout.state.in_(ACTIVE)).limit(1)
-        )
-        devices = [d.id for d in session.scalars(select(Device)) if (d.desired or {}).get("sha256") == bundle.sha256]
+    running, devices = FleetStore(platform.settings).bundle_users(bundle.sha256, ACTIVE)
     if running is not None or devices:
         users = f"rollout {running}" if running is not None else f"device {devices[0]}"
         raise LifecycleError(
@@ -125,8 +118,7 @@ def _build_and_record(platform: Platform, model: str, version: str, target: str,
         version,
         {"target": target, "variant": variant, "sha256": built.sha256, "size": built.size},
     )
-    with session_factory(settings.platform_database_url).begin() as session:
-        session.merge(row)
+    FleetStore(settings).save_bundle(row)
     platform.audit.record(event)
     return row
 
@@ -171,7 +163,7 @@ def _tensors(described: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
             "name": t["name"],
-            "datatype": OIP.get(str(t.get("dtype", "float32")), "FP32"),
+            "datatype": datatype_of(str(t.get("dtype", "float32"))) or "FP32",
             "shape": [-1 if d is None else int(d) for d in t["shape"]],
         }
         for t in described
@@ -195,7 +187,7 @@ def _cache(path: Path, source: Path) -> Path:
 
 def bundle_file(platform: Platform, model: str, version: str, target: str) -> tuple[Path, Bundle]:
     """The bundle's file for serving: from the cache, or fetched from MLflow once and checked."""
-    from modelyard.edge.manifest import sha256_file
+    from modelyard.bundle import sha256_file
 
     row = find(platform, model, version, target)
     if row is None:

@@ -10,7 +10,8 @@ from modelyard.errors import InputError, NotFoundError
 from modelyard.platform.context import Platform
 from modelyard.platform.fleet import bundles
 from modelyard.platform.fleet.devices import Devices
-from modelyard.platform.fleet.rollouts import ACTIVE, Rollouts
+from modelyard.platform.fleet.phases import ACTIVE
+from modelyard.platform.fleet.rollouts import Rollouts
 from modelyard.platform.store.db import aware, utcnow
 
 
@@ -122,18 +123,19 @@ def device_rows(platform: Platform, group: str | None = None) -> list[dict[str, 
 
 def set_follow(platform: Platform, group: str, model: str | None, actor: str) -> None:
     """Make a group follow a model's champion (None: stop following)."""
-    from modelyard.platform.fleet.devices import check_name, ensure_group
+    from modelyard.platform.fleet.devices import check_name
     from modelyard.platform.store.audit import EventRecord
-    from modelyard.platform.store.db import session_factory
+    from modelyard.platform.store.fleet import FleetStore
 
     check_name(group, "group name")
     if model is not None and not platform.audit.knows(model):
         raise InputError(f"model '{model}' is not registered; a group can only follow a registered model.")
-    with session_factory(platform.settings.platform_database_url).begin() as session:
-        g = ensure_group(session, group, platform.settings)
-        before, g.follows = g.follows, model
+    with FleetStore(platform.settings).locked() as tx:
+        g = tx.ensure_group(group, platform.settings)
+        before = g.follows
+        tx.set_group(g, follows=model)
         if model != before:
-            g.followed_version = None  # the driver sends the champion at its next tick
+            tx.set_group(g, followed_version=None)  # the driver sends the champion at its next tick
     if model or before:
         what = f"group {group} follows the champion of {model}" if model else f"group {group} stops following {before}"
         platform.audit.record(

@@ -24,6 +24,7 @@ RECONCILE_TASK = "modelyard.monitor.reconcile"  # on the monitor queue, beside t
 CHECK_TASK = "modelyard.monitor.check"
 TICK_TASK = "modelyard.monitor.tick"
 RETENTION_TASK = "modelyard.monitor.retention"
+FLEET_TICK_TASK = "modelyard.monitor.fleet_tick"  # routed to the monitor queue by its name
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         },
         worker_hijack_root_logger=False,
         beat_schedule_filename=str(settings.run_folder / "beat-schedule"),
+        beat_scheduler="modelyard.platform.worker.beat:Scheduler",  # starts afresh on a damaged schedule file
         beat_schedule={
             "reconcile-requests": {
                 "task": RECONCILE_TASK,
@@ -91,6 +93,11 @@ def create_app(settings: Settings | None = None) -> Celery:
                 "task": TICK_TASK,
                 "schedule": settings.monitor_tick_seconds,
                 "options": {"expires": settings.monitor_tick_seconds},
+            },
+            "fleet-tick": {  # followers follow their champion, rollouts take the steps that are due
+                "task": FLEET_TICK_TASK,
+                "schedule": settings.fleet_tick_seconds,
+                "options": {"expires": settings.fleet_tick_seconds},
             },
             "inference-log-retention": {
                 "task": RETENTION_TASK,

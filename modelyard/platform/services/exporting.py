@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -210,29 +209,11 @@ def finish_request(
         if failure is err:
             raise
         raise failure from err
-    if result["status"] == "promoted":
-        bundle_promoted(platform, name, version, request_id)
+    if result["status"] == "promoted":  # its bundle at once, so following device groups need not wait (best effort)
+        from modelyard.platform.fleet.champion import champion_bundle
+
+        champion_bundle(platform, name, version, settings.edge_bundle_target, "gate", request_id)
     return result
-
-
-def bundle_promoted(platform: Platform, name: str, version: str, request_id: str | None) -> None:
-    """A promoted version gets its edge bundle at once, so following device groups need not wait for it.
-
-    Best effort: the request succeeded already, and the fleet builds a missing bundle itself when a
-    group needs it. Nothing happens where no signing key exists (the edge fleet is not set up).
-    """
-    from modelyard.platform.fleet import bundles
-
-    settings = platform.settings
-    if not settings.signing_key.is_file():
-        return
-    try:
-        bundles.build(platform, name, version, settings.edge_bundle_target, "gate")
-    except Exception as err:  # the request succeeded: nothing here may fail its task
-        log.warning("no bundle for %s/%s: %s", name, version, err, exc_info=not isinstance(err, ModelyardError))
-        why = f"the {settings.edge_bundle_target} bundle of v{version} could not be built: {err}"
-        with suppress(Exception):
-            platform.audit.record(EventRecord(name, "bundle_failed", why, "gate", None, None, version, {}, request_id))
 
 
 def _status(decision: GateDecision, require_approval: bool) -> str:

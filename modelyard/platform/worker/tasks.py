@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from contextlib import suppress
@@ -11,9 +12,18 @@ from celery import Task
 from celery.signals import worker_init
 from pydantic import ValidationError
 
+from modelyard import retry
 from modelyard.errors import SpecError
 from modelyard.platform.context import Platform
-from modelyard.platform.queue.app import CHECK_TASK, EXPORT_TASK, RECONCILE_TASK, RETENTION_TASK, TICK_TASK, TRAIN_TASK
+from modelyard.platform.queue.app import (
+    CHECK_TASK,
+    EXPORT_TASK,
+    FLEET_TICK_TASK,
+    RECONCILE_TASK,
+    RETENTION_TASK,
+    TICK_TASK,
+    TRAIN_TASK,
+)
 from modelyard.platform.queue.outbox import broker_epoch
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.states import State
@@ -63,8 +73,10 @@ def preload(**_: Any) -> None:
         requirements_utils._init_packages_to_modules_map()
 
 
-def backoff(retries: int, base: float = 5.0, cap: float = 300.0) -> float:
-    return min(cap, base * 2**retries)
+def backoff(retries: int) -> float:
+    # 5 s doubling to 5 min (settings.max_retries says so); no jitter: each task's retries are already
+    # spread by when it failed. The rule itself is modelyard.retry's, shared with the device agent.
+    return retry.backoff(retries, base=5.0, cap=300.0)
 
 
 def _retry_claim(task: Task, err: Exception, what: str, platform: Platform, request_id: str) -> Exception:
@@ -231,3 +243,23 @@ def retention(self: Task) -> dict[str, int]:
     from modelyard.platform.services.schedule import retention as trim
 
     return trim(Platform(Settings()))
+
+
+@app.task(bind=True, name=FLEET_TICK_TASK, ignore_result=True)
+def fleet_tick(self: Task) -> dict[str, list[int]]:
+    """Beat's fleet pass (every `fleet_tick_seconds`): followers follow their champion, rollouts move on."""
+    from modelyard.platform.services.fleet import fleet_tick as run
+
+    return run(Platform(Settings()))
+
+
+class QuietFleetTicks(logging.Filter):
+    """The fleet's tick comes every second or so: its lines at INFO (received, succeeded, expired) would
+    drown the worker's log. Its failures still show: Celery logs them above INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or FLEET_TICK_TASK not in record.getMessage()
+
+
+for _logger in ("celery.worker.strategy", "celery.app.trace", "celery.worker.request"):
+    logging.getLogger(_logger).addFilter(QuietFleetTicks())
