@@ -52,14 +52,15 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(
         30.0, gt=0, description="How often beat runs the reconciler over unfinished requests."
     )
-    republish_after_seconds: float = Field(
-        1800.0,
+    republish_after_seconds: float | None = Field(
+        None,
         gt=0,
         description="A request waiting this long for a worker gets its message sent again "
-        "(a safety net for a message lost without a broker restart).",
+        "(a safety net for a message lost without a broker restart). Default: 30 in embedded mode (with "
+        "reconcile passes every 30 s, a lost message is sent again within a minute), 1800 in server mode.",
     )
 
-    # The HTTP service (`modelyard serve`, part of `modelyard up`).
+    # The HTTP service (`modelyard run api`, part of `modelyard up`).
     api_host: str = Field("127.0.0.1", description="Address the API listens on.")
     api_port: int = Field(8790, ge=1, le=65535, description="Port the API listens on.")
     api_anonymous: bool = Field(
@@ -109,14 +110,16 @@ class Settings(BaseSettings):
     )
     retention_seconds: float = Field(3600.0, gt=0, description="How often beat trims the inference log.")
 
-    # The edge fleet: signed bundles, enrolled devices, phased rollouts (run by the API process).
+    # The edge fleet: signed bundles, enrolled devices, phased rollouts (advanced by beat's fleet tick).
     edge_signing_key: Path | None = Field(
         None,
         description="Private key (PEM, EC P-256, mode 0600) that signs edge bundles; its public key is the same "
         "path with `.pub` appended. Default: <home>/keys/edge-signing.pem (`modelyard keys create`).",
     )
     edge_bundle_target: str = Field("edge-cpu", description="The export target a bundle is built from by default.")
-    fleet_tick_seconds: float = Field(1.0, gt=0, description="How often the API advances rollouts and followers.")
+    fleet_tick_seconds: float = Field(
+        1.0, gt=0, description="How often beat's fleet tick (monitor queue) advances rollouts and followers."
+    )
     device_heartbeat_seconds: float = Field(
         10.0, gt=0, description="How often agents report (and ask for their desired bundle)."
     )
@@ -183,6 +186,12 @@ class Settings(BaseSettings):
     @property
     def effective_visibility_timeout(self) -> int:
         return self.visibility_timeout or self.train_time_limit + 3600
+
+    @property
+    def effective_republish_after_seconds(self) -> float:
+        if self.republish_after_seconds is not None:
+            return self.republish_after_seconds
+        return 30.0 if self.mode == "embedded" else 1800.0
 
     @property
     def api_data_folder(self) -> Path:

@@ -55,5 +55,5 @@ def test_up_can_run_only_the_train_workers_as_a_container_does(settings) -> None
 
     only_train = Supervisor(settings, Console(quiet=True), gpus=["0", "1"], only=frozenset({"train"}))
     assert [c.name for c in only_train.children] == ["train-gpu0", "train-gpu1", "train-all-gpus"]
-    with pytest.raises(ModelyardError, match=r"unknown part 'gpu' \(parts: api, beat, export, train\)\."):
+    with pytest.raises(ModelyardError, match=r"unknown part 'gpu' \(parts: api, beat, export, monitor, train\)\."):
         Supervisor(settings, Console(quiet=True), gpus=[], only=frozenset({"gpu"}))

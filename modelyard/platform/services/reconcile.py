@@ -7,11 +7,15 @@ pass looks at every request not in a final state:
   database write and the broker), lost (the broker's epoch changed: restarted empty), or
   sent long ago (`republish_after_seconds`, doubling with each resend up to 64 times: a
   request waiting for a worker that does not exist yet gets a few messages, not a pile):
-  send it again;
+  send it again. A message can be lost without a broker restart: the filesystem queue
+  hands a message to a worker by removing its file, so a worker killed before it claimed
+  the request takes the message with it. In embedded mode `republish_after_seconds`
+  defaults to 30 s, so such a request gets its message again within a minute (at the
+  first pass after those 30 s; passes run every `reconcile_seconds`, 30 s);
 - owned (training, registering, exporting) and its lease stale (the worker died or froze):
   send its stage's message again, once per lease (again only if the broker lost it or
-  `republish_after_seconds` passed), so another worker takes it over; once
-  `max_attempts` workers died holding it, fail it.
+  `republish_after_seconds` passed, doubling as above), so another worker takes it over;
+  once `max_attempts` workers died holding it, fail it.
 
 Runs on beat every `reconcile_seconds` and once when `modelyard up` starts. Two passes at
 once may both send a message; that is harmless, since the claim lets one delivery work
@@ -46,20 +50,23 @@ class Action:
         return asdict(self)
 
 
-def reconcile(platform: Platform, app: Any = None) -> list[Action]:
-    """One pass over the unfinished requests; what it did, one Action per request it touched."""
+def reconcile(platform: Platform, app: Any = None, now: dt.datetime | None = None) -> list[Action]:
+    """One pass over the unfinished requests; what it did, one Action per request it touched.
+
+    `now` (tests): the time the pass judges waiting and stale requests by.
+    """
     from modelyard.platform.queue.app import create_app
 
     settings, store = platform.settings, platform.requests
     app = app or create_app(settings)
     epoch = broker_epoch(app, settings)
-    now = utcnow()
+    now = now or utcnow()
     actions: list[Action] = []
     for row in store.unfinished():
         state = State(row.status)
         try:
             if state in WAITING:
-                reason = _lost_message(row, epoch, now, store.stale_after, settings.republish_after_seconds)
+                reason = _lost_message(row, epoch, now, store.stale_after, settings.effective_republish_after_seconds)
                 if reason:
                     wake(app, settings, store, row, resent=True)
                     actions.append(Action(row.request_id, state, "republished", reason))
@@ -85,10 +92,15 @@ def _lost_message(
         return "its message was never sent" if updated < now - grace else None
     if row.broker_epoch and row.broker_epoch != epoch:
         return "the broker restarted and lost its message"
-    waited = republish_after * 2 ** min(row.republishes or 0, 6)
+    waited = resend_after(row, republish_after)
     if published < now - dt.timedelta(seconds=waited):
         return f"no worker took it for {waited:.0f} s; sent again in case its message was lost"
     return None
+
+
+def resend_after(row: TrainingRequest, republish_after: float) -> float:
+    """Seconds a sent message may wait before it is sent again: doubling with each resend, up to 64 times."""
+    return republish_after * 2 ** min(row.republishes or 0, 6)
 
 
 def _stale(platform: Platform, app: Any, row: TrainingRequest, state: State, epoch: str) -> Action | None:
@@ -105,7 +117,8 @@ def _stale(platform: Platform, app: Any, row: TrainingRequest, state: State, epo
             platform.audit.record(EventRecord(row.model, kind, reason, "reconciler", request_id=row.request_id))
             return Action(row.request_id, state, "failed", reason)
         return None
-    if not store.take_republish(row, epoch, dt.timedelta(seconds=settings.republish_after_seconds)):
+    again_after = dt.timedelta(seconds=resend_after(row, settings.effective_republish_after_seconds))
+    if not store.take_republish(row, epoch, again_after):
         return None
     try:
         send_stage(app, row)
