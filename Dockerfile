@@ -1,7 +1,7 @@
 # modelyard images. Targets:
 #   docker build --target cpu -t modelyard:cpu .   (default; TensorFlow on CPU + onnxruntime)
 #   docker build --target gpu -t modelyard:gpu .   (CUDA TensorFlow + onnxruntime-gpu; run with --gpus all)
-# Both images run any part of the system: `modelyard worker --queues train`, `modelyard up`,
+# Both images run any part of the system: `modelyard run train`, `modelyard up`,
 # `mlflow server`, ... (see docker-compose.yml).
 
 FROM python:3.11-slim AS base

@@ -188,12 +188,12 @@ def _spawn(log: Path, args: list[str], env: dict[str, str], ready: str, what: st
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator:
-    """Start `modelyard worker --queues Q` with the given environment; killed after the test."""
+    """Start `modelyard run Q` (a worker on those queues) with the given environment; killed after the test."""
     started: list[Worker] = []
 
     def start(env: dict[str, str], queues: str = "train") -> Worker:
         log = tmp_path / f"worker-{len(started)}.log"
-        started.append(_spawn(log, ["worker", "--queues", queues], env, "ready.", "worker"))
+        started.append(_spawn(log, ["run", *queues.split(",")], env, "ready.", "worker"))
         return started[-1]
 
     yield start
@@ -207,7 +207,7 @@ def start_up(tmp_path: Path) -> Iterator:
     started: list[Worker] = []
 
     def start(env: dict[str, str], *only: str) -> Worker:
-        only = only or ("train", "export", "beat")  # the API only where a test asks for it: it has a port
+        only = only or ("train", "export", "monitor", "beat")  # the API only where a test asks for it: it has a port
         log = tmp_path / f"up-{len(started)}.log"
         args = ["up", *(a for part in only for a in ("--only", part))]
         started.append(_spawn(log, args, env, "modelyard up (", "modelyard up"))
@@ -220,7 +220,7 @@ def start_up(tmp_path: Path) -> Iterator:
 
 @dataclass
 class Api:
-    """A `modelyard serve` process and how to reach it."""
+    """A `modelyard run api` process and how to reach it."""
 
     url: str
     process: Worker
@@ -231,14 +231,14 @@ class Api:
 
 @pytest.fixture
 def start_api(tmp_path: Path) -> Iterator:
-    """Start `modelyard serve` on a free port of 127.0.0.1 with the given environment; stopped after the test."""
+    """Start `modelyard run api` on a free port of 127.0.0.1 with the given environment; stopped after the test."""
     started: list[Worker] = []
 
     def start(env: dict[str, str]) -> Api:
         port = _free_port()
         log = tmp_path / f"api-{len(started)}.log"
         env = {**env, "MODELYARD_API_PORT": str(port), "MODELYARD_API_HOST": "127.0.0.1"}
-        started.append(_spawn(log, ["serve"], env, "Uvicorn running on", "modelyard serve"))
+        started.append(_spawn(log, ["run", "api"], env, "Uvicorn running on", "modelyard run api"))
         return Api(f"http://127.0.0.1:{port}", started[-1])
 
     yield start

@@ -1,4 +1,4 @@
-"""The HTTP service as a client sees it: a real `modelyard serve` process on 127.0.0.1, real
+"""The HTTP service as a client sees it: a real `modelyard run api` process on 127.0.0.1, real
 sockets, MLflow and the platform database on SQLite (embedded mode), models trained and
 exported for real. Clients not written here: tritonclient (the Open Inference Protocol) and
 schemathesis (fuzzing from the OpenAPI schema)."""
@@ -132,7 +132,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         os.environ.update(saved)
     port = _free_port()
     env |= {"MODELYARD_API_PORT": str(port), "MODELYARD_SERVE_POLL_SECONDS": "0.2"}
-    process = _spawn(folder / "api.log", ["serve"], env, "Uvicorn running on", "modelyard serve")
+    process = _spawn(folder / "api.log", ["run", "api"], env, "Uvicorn running on", "modelyard run api")
     try:
         yield Served(Api(f"http://127.0.0.1:{port}", process), home, tokens, env)
     finally:
@@ -268,9 +268,9 @@ def test_registry_routes_answer_like_the_cli(served: Served) -> None:
         )
         return json.loads(done.stdout)
 
-    assert served.call("GET", "/v1/models", "read").json() == cli("models")
-    assert served.call("GET", "/v1/models/digits/versions", "read").json() == cli("versions", "digits")
-    assert served.call("GET", "/v1/models/digits/history", "read").json() == cli("history", "digits")
+    assert served.call("GET", "/v1/models", "read").json() == cli("models", "list")
+    assert served.call("GET", "/v1/models/digits/versions", "read").json() == cli("versions", "list", "digits")
+    assert served.call("GET", "/v1/models/digits/history", "read").json() == cli("models", "history", "digits")
     detail = served.call("GET", "/v1/models/digits/versions/champion", "read").json()
     assert detail["version"] == "2" and detail["export"]["targets"]["server-cpu"]["chosen"]
     assert "test_accuracy" in detail["metrics"]

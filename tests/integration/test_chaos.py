@@ -1,7 +1,7 @@
 """Chaos: each defect of the request lifecycle, reproduced with real processes and real sockets.
 
 Server mode throughout (Redis, an `mlflow server` on PostgreSQL, the platform database on
-PostgreSQL, `modelyard worker` and `modelyard up` processes). Each test has its own
+PostgreSQL, `modelyard run` and `modelyard up` processes). Each test has its own
 platform database and its own Redis, so the reconciler sees only its own requests.
 Faults are real: SIGSTOP/SIGCONT and SIGKILL of workers, a Redis killed and restarted
 empty, TCP proxies cut in front of PostgreSQL and MLflow, and failpoints that SIGKILL a
@@ -27,7 +27,7 @@ from tests.conftest import tiny_spec
 from tests.integration.conftest import PROJECT
 from tests.integration.faults import RedisServer, TcpProxy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
 @pytest.fixture
@@ -291,9 +291,9 @@ def test_concurrent_promotions_and_rollbacks_replay_exactly(chaos, tmp_path: Pat
     commands = []
     for i in range(20):
         if i % 3 == 2:
-            commands.append(["rollback", name] + ([] if i % 2 else ["--to", str(1 + i % 4)]))
+            commands.append(["models", "rollback", name] + ([] if i % 2 else ["--to", str(1 + i % 4)]))
         else:
-            commands.append(["promote", f"{name}/{1 + i % 4}"])
+            commands.append(["models", "promote", f"{name}/{1 + i % 4}"])
     full_env = {**os.environ, **env, "COLUMNS": "200"}
     procs = [
         subprocess.Popen(

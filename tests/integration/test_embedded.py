@@ -59,11 +59,11 @@ def test_cli_trains_on_filesystem_queue_and_refuses_bad_csvs(settings, start_wor
     start_worker(env_of(settings), "export")
     good = write(tmp_path, "good", tiny_spec("fs"))
 
-    trained = cli(settings, "train", str(good), "--wait")
+    trained = cli(settings, "trainings", "start", str(good), "--wait")
     assert trained.returncode == 0, trained.stderr + trained.stdout
     assert "version 1: promoted" in trained.stdout
     assert "export: edge-cpu -> " in trained.stdout
-    shown = cli(settings, "show", "fs@champion")
+    shown = cli(settings, "versions", "show", "fs@champion")
     assert "ONNX variants" in shown.stdout and "int8-static" in shown.stdout
     tags = cli_json(settings, "show", "fs/1")["tags"]
     assert tags["modelyard.export.status"] == "passed" and tags["modelyard.deployable"] == "true"
@@ -88,14 +88,14 @@ def test_cli_trains_on_filesystem_queue_and_refuses_bad_csvs(settings, start_wor
         csv = tmp_path / f"{stem}.csv"
         csv.write_text(content)
         spec = tiny_spec("fs", dataset={"source": str(csv)}, architecture={"name": "mlp"})
-        refused = cli(settings, "train", str(write(tmp_path, stem, spec)), "--wait")
+        refused = cli(settings, "trainings", "start", str(write(tmp_path, stem, spec)), "--wait")
         assert refused.returncode == 1
         assert " ".join(refused.stderr.split()) == f"error: {message}"
 
     models = cli_json(settings, "models")
     assert models == [{"name": "fs", "latest_version": "1", "aliases": {"champion": "1"}, "description": ""}]
-    assert [(v["version"], v["aliases"]) for v in cli_json(settings, "versions", "fs")] == [("1", ["champion"])]
-    history = cli_json(settings, "history", "fs")
+    assert [(v["version"], v["aliases"]) for v in cli_json(settings, "versions", "list", "fs")] == [("1", ["champion"])]
+    history = cli_json(settings, "models", "history", "fs")
     assert [e["kind"] for e in history].count("training_failed") == 3
     assert [(e["alias"], e["to"]) for e in history if e["kind"] == "alias_set"] == [
         ("challenger", "1"),
@@ -139,7 +139,7 @@ def test_pickled_message_is_refused(settings, start_worker) -> None:
     while "untrusted content" not in worker.text().lower() and "contentdisallowed" not in worker.text().lower():
         assert time.monotonic() < deadline, worker.text()[-2000:]
         time.sleep(0.2)
-    assert cli(settings, "versions", "pickled").returncode == 1  # never registered
+    assert cli(settings, "versions", "list", "pickled").returncode == 1  # never registered
 
 
 def test_demo_runs_the_whole_lifecycle(settings) -> None:
@@ -149,9 +149,9 @@ def test_demo_runs_the_whole_lifecycle(settings) -> None:
     models = cli_json(settings, "models")
     assert models[0]["name"] == "digits-demo"
     assert models[0]["aliases"] == {"champion": "2", "challenger": "4"}
-    versions = cli_json(settings, "versions", "digits-demo")
+    versions = cli_json(settings, "versions", "list", "digits-demo")
     assert [v["aliases"] for v in versions] == [[], ["champion"], [], ["challenger"]]
-    history = cli_json(settings, "history", "digits-demo")
+    history = cli_json(settings, "models", "history", "digits-demo")
     assert [e["to"] for e in history if e["kind"] == "exported"] == ["1", "2", "3", "4"]
     assert "v1 exported to ONNX" in done.stdout
     gates = [(e["kind"], e["to"]) for e in history if e["kind"].startswith("gate_")]

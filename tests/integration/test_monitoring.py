@@ -1,7 +1,7 @@
 """The monitoring loop on real parts: Celery monitor workers, MLflow, Evidently, ONNX Runtime, the platform database.
 
 One embedded home per module: v1 of a small MLP on breast cancer data, trained and exported
-in-process; traffic goes in through `modelyard log`/`feedback`'s functions; checks run on
+in-process; traffic goes in through `modelyard inferences upload`/`feedback`'s functions; checks run on
 real worker processes where the test is about delivery (20 alerts at once, a SIGKILL), and
 in-process where it is about the decisions (the guard, a poisoned retraining).
 """

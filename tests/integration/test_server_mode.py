@@ -1,5 +1,5 @@
 """Server mode: Redis broker and results, an `mlflow server` on PostgreSQL, the platform
-database on PostgreSQL, and real `modelyard worker` processes."""
+database on PostgreSQL, and real `modelyard run` processes."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def run_cli(settings, *args: str) -> tuple[object, list[str]]:
 def test_models_versions_and_history_need_no_mlflow(settings) -> None:
     record_lifecycle(AuditLog(settings))
 
-    models, imported = run_cli(settings, "models")
+    models, imported = run_cli(settings, "models", "list")
     assert models == [
         {
             "name": "m",
@@ -59,7 +59,7 @@ def test_models_versions_and_history_need_no_mlflow(settings) -> None:
         }
     ]
     assert imported == []
-    versions, imported = run_cli(settings, "versions", "m")
+    versions, imported = run_cli(settings, "versions", "list", "m")
     assert [(v["version"], v["aliases"], v["request_id"]) for v in versions] == [
         ("1", ["previous"], "req-1"),
         ("2", ["champion"], "req-2"),
@@ -67,7 +67,7 @@ def test_models_versions_and_history_need_no_mlflow(settings) -> None:
     ]
     assert versions[0]["trigger"] == "manual" and versions[0]["dataset_sha256"] == "ab" * 32
     assert imported == []
-    history, imported = run_cli(settings, "history", "m")
+    history, imported = run_cli(settings, "models", "history", "m")
     assert [e["kind"] for e in history][:2] == ["registered", "alias_set"]
     assert imported == []
 
@@ -129,7 +129,7 @@ def test_requests_lists_state_owner_attempts_and_error_without_mlflow(settings) 
     store.claim_training("busy", "w2")
     store.fail(None, "bad", "dataset nan.csv has a missing value")
 
-    rows, imported = run_cli(settings, "requests")
+    rows, imported = run_cli(settings, "trainings", "list")
     assert imported == []
     shown = {r["request_id"]: (r["state"], r["owner"], r["attempts"], r["version"], r["error"]) for r in rows}
     assert shown == {
@@ -138,14 +138,14 @@ def test_requests_lists_state_owner_attempts_and_error_without_mlflow(settings) 
         "waiting": ("queued", None, 0, None, None),
         "bad": ("failed", None, 0, None, "dataset nan.csv has a missing value"),
     }
-    unfinished, _ = run_cli(settings, "requests", "--state", "unfinished")
+    unfinished, _ = run_cli(settings, "trainings", "list", "--state", "unfinished")
     assert sorted(r["request_id"] for r in unfinished) == ["busy", "done", "waiting"]
-    failed, _ = run_cli(settings, "requests", "--state", "failed", "--model", "m")
+    failed, _ = run_cli(settings, "trainings", "list", "--state", "failed", "--model", "m")
     assert [r["request_id"] for r in failed] == ["bad"]
 
     env = {**os.environ, "MODELYARD_HOME": str(settings.root)}
     bogus = subprocess.run(
-        [sys.executable, "-m", "modelyard.platform.cli.main", "requests", "--state", "bogus"],
+        [sys.executable, "-m", "modelyard.platform.cli.main", "trainings", "list", "--state", "bogus"],
         env=env,
         capture_output=True,
         text=True,

@@ -38,9 +38,9 @@ def test_unknown_model_is_one_clear_sentence(settings) -> None:
 
     env = {**os.environ, "MODELYARD_HOME": str(settings.root), "COLUMNS": "200"}
     for args, message in [
-        (["show", "ghost@champion"], "error: model 'ghost' is not registered."),
-        (["rollback", "ghost"], "error: model 'ghost' is not registered."),
-        (["worker", "--queues", "gpu"], "error: unknown queue 'gpu' (queues: train, train-all, export, monitor)."),
+        (["versions", "show", "ghost@champion"], "error: model 'ghost' is not registered."),
+        (["models", "rollback", "ghost"], "error: model 'ghost' is not registered."),
+        (["run", "gpu"], "error: unknown part 'gpu' (parts: train, export, monitor, beat, api)."),
     ]:
         done = subprocess.run(
             [sys.executable, "-m", "modelyard.platform.cli.main", *args], env=env, capture_output=True, text=True

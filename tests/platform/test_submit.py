@@ -109,7 +109,17 @@ def test_export_wait_gives_up_with_a_hint_when_no_worker_takes_it(settings) -> N
     env = {**os.environ, "MODELYARD_HOME": str(settings.root), "COLUMNS": "300"}
 
     done = subprocess.run(
-        [sys.executable, "-m", "modelyard.platform.cli.main", "export", "waits/1", "--timeout", "2"],
+        [
+            sys.executable,
+            "-m",
+            "modelyard.platform.cli.main",
+            "versions",
+            "export",
+            "waits/1",
+            "--wait",
+            "--timeout",
+            "2",
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -54,11 +54,11 @@ def test_token_commands(settings) -> None:
     from modelyard.platform.cli.main import cli
 
     runner = CliRunner()
-    made = runner.invoke(cli, ["token", "create", "ops", "--scope", "operate", "--scope", "read"])
+    made = runner.invoke(cli, ["tokens", "create", "ops", "--scope", "operate", "--scope", "read"])
     assert made.exit_code == 0, made.output
     token = made.output.strip().splitlines()[-1]
     assert token.startswith("myd_")
-    listed = runner.invoke(cli, ["token", "list", "--json"])
+    listed = runner.invoke(cli, ["tokens", "list", "--json"])
     assert '"name": "ops"' in listed.output and token not in listed.output
-    assert runner.invoke(cli, ["token", "revoke", "ops"]).exit_code == 0
-    assert '"revoked": null' not in runner.invoke(cli, ["token", "list", "--json"]).output
+    assert runner.invoke(cli, ["tokens", "revoke", "ops"]).exit_code == 0
+    assert '"revoked": null' not in runner.invoke(cli, ["tokens", "list", "--json"]).output

@@ -21,7 +21,7 @@ from modelyard.errors import AuthError, ForbiddenError, ModelyardError
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.tokens import SCOPES, TokenInfo, TokenStore, allows
 
-bearer = HTTPBearer(auto_error=False, description="A token from `modelyard token create`.")
+bearer = HTTPBearer(auto_error=False, description="A token from `modelyard tokens create`.")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`modelyard serve`: uvicorn with the app, JSON access logs on stdout, no uvicorn access lines."""
+"""`modelyard run api`: uvicorn with the app, JSON access logs on stdout, no uvicorn access lines."""
 
 from __future__ import annotations
 

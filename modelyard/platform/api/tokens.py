@@ -1,4 +1,4 @@
-"""Token management over HTTP (admin scope): the same store as `modelyard token`."""
+"""Token management over HTTP (admin scope): the same store as `modelyard tokens`."""
 
 from __future__ import annotations
 

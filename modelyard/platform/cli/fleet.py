@@ -1,4 +1,4 @@
-"""The edge fleet's commands: keys, bundle, devices, deploy, rollout (registered by cli/main.py)."""
+"""The edge fleet's commands: `keys`, `versions bundle`, `devices`, `rollouts`."""
 
 from __future__ import annotations
 
@@ -6,17 +6,23 @@ import re
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from modelyard.errors import InputError
-from modelyard.platform.cli.common import JsonOpt
-from modelyard.platform.cli.common import current_platform as _platform
-from modelyard.platform.cli.common import print_json as _print_json
+from modelyard.platform.cli.common import (
+    JsonOpt,
+    ReasonOpt,
+    RefArg,
+    TimeoutOpt,
+    WaitOpt,
+    current_platform,
+    out,
+    percent,
+    print_json,
+)
 
-out = Console()
 keys_cli = typer.Typer(no_args_is_help=True, help="The key pair that signs edge bundles.")
-devices_cli = typer.Typer(help="Enrolled devices; enrollment tokens; decommission.", invoke_without_command=True)
-rollout_cli = typer.Typer(no_args_is_help=True, help="Rollouts of bundles to device groups.")
+devices_cli = typer.Typer(no_args_is_help=True, help="Enrolled devices: list, enrollment tokens, decommission.")
+rollouts_cli = typer.Typer(no_args_is_help=True, help="Phased rollouts of bundles to device groups.")
 
 
 @keys_cli.command("create")
@@ -24,13 +30,13 @@ def keys_create() -> None:
     """Make the signing key pair: the private key stays here (mode 0600), the public key goes to devices."""
     from modelyard.platform.fleet.bundles import create_keys
 
-    private, public = create_keys(_platform())
+    private, public = create_keys(current_platform())
     out.print(f"private key: {private} (mode 0600, never leaves the control plane)")
     out.print(f"public key:  {public} (devices receive it when they enroll)")
 
 
-def bundle(
-    ref: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION (NAME alone: the champion).")],
+def versions_bundle(
+    ref: RefArg,
     target: Annotated[str, typer.Option(help="The export target whose variant is bundled.")] = "edge-cpu",
     force: Annotated[bool, typer.Option("--force", help="Build a new bundle even if one exists.")] = False,
     as_json: JsonOpt = False,
@@ -38,45 +44,43 @@ def bundle(
     """Build a version's signed edge bundle (stored as an MLflow artifact of the version)."""
     from modelyard.platform.fleet.operations import bundle as build
 
-    row = build(_platform(), ref, target, "cli", force)
+    row = build(current_platform(), ref, target, "cli", force)
     if as_json:
-        return _print_json(row)
+        return print_json(row)
     out.print(
         f"bundle {row['model']}/{row['version']} ({row['target']}): {row['variant']}, {row['size']} bytes, "
         f"sha256 {row['sha256'][:16]}…, signed\n  {row['artifact']}"
     )
 
 
-@devices_cli.callback()
-def devices(
-    ctx: typer.Context,
-    group: Annotated[str | None, typer.Option(help="Only this group.")] = None,
-    as_json: JsonOpt = False,
+@devices_cli.command("list")
+def devices_list(
+    group: Annotated[str | None, typer.Option(help="Only this group.")] = None, as_json: JsonOpt = False
 ) -> None:
     """Enrolled devices: group, tags, profile, installed version, health, last seen."""
-    if ctx.invoked_subcommand is not None:
-        return
     from modelyard.platform.fleet.operations import device_rows
     from modelyard.platform.views.fleet import print_devices
 
-    rows = device_rows(_platform(), group)
+    rows = device_rows(current_platform(), group)
     if as_json:
-        return _print_json(rows)
+        return print_json(rows)
     print_devices(out, rows)
 
 
-@devices_cli.command("token")
-def devices_token(
+@devices_cli.command("enrollment-token")
+def devices_enrollment_token(
     group: Annotated[str, typer.Option(help="The group devices enrolling with it join.")],
     tag: Annotated[list[str] | None, typer.Option(help="key=value, given to every device (repeatable).")] = None,
-    uses: Annotated[int, typer.Option(help="How many devices may enroll with it.")] = 1,
+    uses: Annotated[int, typer.Option(min=1, help="How many devices may enroll with it.")] = 1,
     hours: Annotated[float | None, typer.Option(help="How long it stays valid; default 24.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """An enrollment token (shown once; stored hashed)."""
     from modelyard.platform.fleet.devices import Devices
 
-    tags = _tags(tag or [])
-    token = Devices(_platform().settings).create_token(group, tags, uses, hours, "cli")
+    token = Devices(current_platform().settings).create_token(group, _tags(tag or []), uses, hours, "cli")
+    if as_json:
+        return print_json({"group": group, "uses": uses, "token": token})
     out.print(f"enrollment token for group [bold]{group}[/bold] ({uses} use{'s' * (uses != 1)}); shown once:")
     typer.echo(token)
 
@@ -96,105 +100,110 @@ def devices_decommission(device_id: str) -> None:
     """Revoke a device's credential: it is refused from its next request on."""
     from modelyard.platform.fleet.devices import Devices
 
-    device = Devices(_platform().settings).decommission(device_id, "cli")
+    device = Devices(current_platform().settings).decommission(device_id, "cli")
     out.print(f"device {device.id} decommissioned; its credential is revoked")
 
 
-def deploy(
-    ref: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION, e.g. cancer@champion.")],
+@rollouts_cli.command("start")
+def rollouts_start(
+    ref: RefArg,
     group: Annotated[str, typer.Option(help="The device group.")],
     canary: Annotated[str | None, typer.Option(help="Canary share, e.g. 10%; default: the group's.")] = None,
     observe: Annotated[float | None, typer.Option(help="Seconds to watch the canary; default: the group's.")] = None,
     max_failures: Annotated[
-        float | None, typer.Option(help="Share of a phase's devices that may fail before it halts (0-1).")
+        str | None, typer.Option(help="Share of a phase's devices that may fail before it halts, e.g. 20%.")
     ] = None,
     follow: Annotated[
         bool | None, typer.Option("--follow/--no-follow", help="The group follows the model's champion from now on.")
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Follow the rollout until it ends.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 900.0,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 900.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Roll a version out to a group: canary, observation window, then the rest; halts by itself on failures."""
-    from modelyard.platform.fleet.operations import deploy as start
+    from modelyard.platform.fleet.operations import deploy
+
+    share = None if canary is None else percent(canary, "--canary")
+    failures = None if max_failures is None else percent(max_failures, "--max-failures") / 100
+    status = deploy(current_platform(), ref, group, "cli", share, observe, failures, follow)
+    if wait and not as_json:
+        out.print(f"rollout {status['id']}: {status['model']}/{status['version']} to group {group}")
+    _show(status, wait, timeout, as_json)
+
+
+@rollouts_cli.command("list")
+def rollouts_list(
+    model: Annotated[str | None, typer.Option(help="Only this model's.")] = None,
+    group: Annotated[str | None, typer.Option(help="Only this group's.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """The newest rollouts with their device counts."""
+    from modelyard.platform.fleet.rollouts import Rollouts
+    from modelyard.platform.views.fleet import print_rollouts
+
+    data = Rollouts(current_platform().settings).recent(model, group, limit)
+    if as_json:
+        return print_json(data)
+    print_rollouts(out, data)
+
+
+@rollouts_cli.command("show")
+def rollouts_show(
+    rollout_id: int, wait: WaitOpt = False, timeout: TimeoutOpt = 900.0, as_json: JsonOpt = False
+) -> None:
+    """One rollout with its devices; --wait follows it until it stops running."""
+    from modelyard.platform.fleet.rollouts import Rollouts
+
+    _show(Rollouts(current_platform().settings).status(rollout_id), wait, timeout, as_json)
+
+
+def _show(status: dict[str, Any], wait: bool, timeout: float, as_json: bool) -> None:
     from modelyard.platform.fleet.operations import wait as follow_rollout
     from modelyard.platform.views.fleet import print_rollout, rollout_progress
 
-    share = None if canary is None else _percent(canary)
-    status = start(_platform(), ref, group, "cli", share, observe, max_failures, follow)
     if wait:
-        if not as_json:
-            out.print(f"rollout {status['id']}: {status['model']}/{status['version']} to group {group}")
-        status = follow_rollout(
-            _platform(), status["id"], timeout, None if as_json else lambda s: out.print(rollout_progress(s))
-        )
+        on_change = None if as_json else (lambda s: out.print(rollout_progress(s)))
+        status = follow_rollout(current_platform(), status["id"], timeout, on_change)
     if as_json:
-        return _print_json(status)
-    print_rollout(out, status)
+        print_json(status)
+    else:
+        print_rollout(out, status)
     if wait and status["state"] != "completed":
         raise typer.Exit(1)
 
 
-def _percent(text: str) -> float:
-    try:
-        value = float(text.rstrip("%"))
-    except ValueError:
-        raise InputError(f"--canary '{text}' is not a percentage such as 10%.") from None
-    if not 0 < value <= 100:
-        raise InputError(f"--canary must be between 0% and 100%, not {text}.")
-    return value
-
-
-@rollout_cli.command("status")
-def rollout_status(
-    rollout_id: Annotated[int | None, typer.Argument(help="A rollout id; default: the newest ones.")] = None,
-    model: Annotated[str | None, typer.Option(help="Only this model's.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """One rollout with its devices, or the newest rollouts."""
-    from modelyard.platform.fleet.rollouts import Rollouts
-    from modelyard.platform.views.fleet import print_rollout, print_rollouts
-
-    rollouts = Rollouts(_platform().settings)
-    data: Any = rollouts.status(rollout_id) if rollout_id else rollouts.recent(model)
-    if as_json:
-        return _print_json(data)
-    (print_rollout if rollout_id else print_rollouts)(out, data)
-
-
-@rollout_cli.command("pause")
-def rollout_pause(rollout_id: int) -> None:
+@rollouts_cli.command("pause")
+def rollouts_pause(rollout_id: int) -> None:
     """Stop assigning devices; installs under way finish."""
     from modelyard.platform.fleet.rollouts import Rollouts
 
-    Rollouts(_platform().settings).pause(rollout_id, "cli")
+    Rollouts(current_platform().settings).pause(rollout_id, "cli")
     out.print(f"rollout {rollout_id} paused")
 
 
-@rollout_cli.command("resume")
-def rollout_resume(rollout_id: int) -> None:
+@rollouts_cli.command("resume")
+def rollouts_resume(rollout_id: int) -> None:
     """Go on from the phase it paused in (an observation window starts again)."""
     from modelyard.platform.fleet.rollouts import Rollouts
 
-    Rollouts(_platform().settings).resume(rollout_id, "cli")
+    Rollouts(current_platform().settings).resume(rollout_id, "cli")
     out.print(f"rollout {rollout_id} resumed")
 
 
-@rollout_cli.command("abort")
-def rollout_abort(
-    rollout_id: int,
-    reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")] = "aborted by an operator",
-) -> None:
+@rollouts_cli.command("abort")
+def rollouts_abort(rollout_id: int, reason: ReasonOpt = "aborted by an operator") -> None:
     """Stop a rollout: every device it touched goes back to what it ran before."""
     from modelyard.platform.fleet.rollouts import Rollouts
 
-    Rollouts(_platform().settings).abort(rollout_id, "cli", reason)
+    Rollouts(current_platform().settings).abort(rollout_id, "cli", reason)
     out.print(f"rollout {rollout_id} aborted; the devices it touched go back")
 
 
-def register(cli: typer.Typer) -> None:
-    cli.add_typer(keys_cli, name="keys")
-    cli.command()(bundle)
-    cli.add_typer(devices_cli, name="devices")
-    cli.command()(deploy)
-    cli.add_typer(rollout_cli, name="rollout")
+def register(cli: typer.Typer, panel: str) -> None:
+    from modelyard.platform.cli.registry import versions_cli
+
+    versions_cli.command("bundle")(versions_bundle)
+    cli.add_typer(devices_cli, name="devices", rich_help_panel=panel)
+    cli.add_typer(rollouts_cli, name="rollouts", rich_help_panel=panel)
+    cli.add_typer(keys_cli, name="keys", rich_help_panel=panel)

@@ -6,7 +6,7 @@ with labels: the check finds harmful drift, the policy retrains on the data plus
 window, the gate promotes v2 and the guard lets it bake. Last, a labeling job that swapped
 the classes poisons the newest window; a retraining on it fools the gate (its held-out rows
 carry the same wrong labels) and the guard, seeing honest labels live, rolls it back.
-Traffic goes in through the same functions as `modelyard log` and `modelyard feedback`.
+Traffic goes in through the same functions as `modelyard inferences upload` and `modelyard labels upload`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Traffic:
         return x, self.y[rows]
 
     def send(self, platform: Platform, model: str, n: int, shifted: bool, labels: str = "true") -> dict[str, Any]:
-        """Log a batch as `modelyard log` does, then (labels: true, swapped or none) its labels as `feedback` does."""
+        """Log a batch as `inferences upload` does, then (labels: true, swapped or none) its labels."""
         import pandas as pd
 
         from modelyard.platform.services.ingest import feedback_file, log_file
@@ -81,7 +81,9 @@ def wait_for(what: str, found: Callable[[], Any], timeout: float) -> Any:
         if value:
             return value
         time.sleep(0.5)
-    raise ModelyardError(f"demo: {what} did not happen within {timeout:.0f} s (see `modelyard drift` and the logs).")
+    raise ModelyardError(
+        f"demo: {what} did not happen within {timeout:.0f} s (see `modelyard drift list` and the logs)."
+    )
 
 
 def run_drift_demo(settings: Settings, console: Console, wanted: str) -> None:
@@ -182,7 +184,7 @@ def run_drift_demo(settings: Settings, console: Console, wanted: str) -> None:
     if "drift_to_champion_s" in timings:
         console.print(f"first drifted batch logged -> new champion promoted: {timings['drift_to_champion_s']:.0f} s")
     note = f"   (experiment '{name}', run '{name}-monitoring': Evidently reports and drift_over_time.png)"
-    where_to_look(console, settings, [f"modelyard history {name}", f"modelyard drift {name}"], note)
+    where_to_look(console, settings, [f"modelyard models history {name}", f"modelyard drift list {name}"], note)
 
 
 def _guard_verdict(platform: Platform, name: str, version: str) -> Any:

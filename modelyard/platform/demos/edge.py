@@ -32,13 +32,13 @@ FAST = {  # a demo's pace: heartbeats every second, a 3 s observation window
     "MODELYARD_DEVICE_HEARTBEAT_SECONDS": "1",
     "MODELYARD_DEVICE_UPLOAD_SECONDS": "2",
     "MODELYARD_DEVICE_SAMPLE_RATE": "1",
-    "MODELYARD_FLEET_TICK_SECONDS": "0.5",
 }
 OBSERVE = 3.0  # seconds of watching the canary (the group keeps it for the rollouts that follow)
 
 
 class LocalFleet:
-    """The demo's API process and agent processes, stopped together."""
+    """The demo's API process and agent processes, stopped together (rollouts move on by beat's fleet tick,
+    on the workers the demo started or found)."""
 
     def __init__(self, settings: Settings, name: str, group: str) -> None:
         self.settings, self.group = settings, group
@@ -53,7 +53,7 @@ class LocalFleet:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         log = open(self.folder / "api.log", "ab")  # noqa: SIM115 - the process writes it until it stops
-        self.procs.append(_spawn([sys.executable, "-m", "modelyard.platform.cli.main", "serve"], self.env, log))
+        self.procs.append(_spawn([sys.executable, "-m", "modelyard.platform.cli.main", "run", "api"], self.env, log))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -161,14 +161,20 @@ def run_edge_demo(settings: Settings, console: Console, wanted: str) -> None:
     print_rollouts(console, Rollouts(settings).recent(name))
     events = event_rows(platform.audit.history(name))
     shown = [e for e in events if e["kind"] != "device_installed"]
-    title = f"timeline of {name} ({len(events) - len(shown)} device_installed events: `modelyard history {name}`)"
+    title = (
+        f"timeline of {name} ({len(events) - len(shown)} device_installed events: `modelyard models history {name}`)"
+    )
     print_timeline(console, shown, title=title)
     on = sorted({r["installed"] or "-" for r in rows})
     console.print(f"fleet now runs: {', '.join(on)}; demo took {time.monotonic() - started:.0f} s")
     where_to_look(
         console,
         settings,
-        [f"modelyard devices --group {group}", f"modelyard rollout status --model {name}", f"modelyard history {name}"],
+        [
+            f"modelyard devices list --group {group}",
+            f"modelyard rollouts list --model {name}",
+            f"modelyard models history {name}",
+        ],
         f"  (the bundles: artifacts bundle/edge-cpu of each version's run; agents under {local.folder})",
     )
 

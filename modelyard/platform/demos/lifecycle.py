@@ -69,6 +69,8 @@ def start_workers(settings: Settings, console: Console) -> subprocess.Popen | No
             "--only",
             "export",
             "--only",
+            "monitor",
+            "--only",
             "beat",
         ],
         start_new_session=True,
@@ -141,5 +143,9 @@ def run_demo(settings: Settings, console: Console, wanted: str) -> None:
     where_to_look(
         console,
         settings,
-        [f"modelyard history {name}", f"modelyard versions {name}", f"modelyard show {name}@champion"],
+        [
+            f"modelyard models history {name}",
+            f"modelyard versions list {name}",
+            f"modelyard versions show {name}@champion",
+        ],
     )

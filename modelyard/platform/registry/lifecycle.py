@@ -220,7 +220,7 @@ class Lifecycle:
             why = info.tags.get(f"{TAG_PREFIX}export.error") or "no ONNX variant meets any target's budget"
             problem = f"is not deployable ({why.rstrip('.')})"
         else:
-            problem = f"has not been exported yet (`modelyard export {info.name}/{info.version}`)"
+            problem = f"has not been exported yet (`modelyard versions export {info.name}/{info.version}`)"
         if not force:
             raise LifecycleError(
                 f"version {info.version} of '{info.name}' {problem}; to serve it anyway, use --force with a --reason."

@@ -4,7 +4,7 @@ The judging is plain functions in modelyard.monitoring; this module reads their 
 (the inference log, the version's reference sample and held-out metric from MLflow, the
 `monitoring:` section of its spec), records the verdict (a drift_checks row, an MLflow
 report) and hands it to the retraining policy (services/retraining.py). The worker's
-tasks call these functions; tests and `modelyard drift --now` call them directly.
+tasks call these functions; tests and `modelyard drift check` call them directly.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _settled(platform: Platform, sig: Signature, row: Any, checks: Any) -> dict[
 
 
 def drift_rows(platform: Platform, model: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Recent checks, oldest first, as `modelyard drift --json` and `GET /v1/models/{name}/drift` show them."""
+    """Recent checks, oldest first, as `modelyard drift list --json` and `GET /v1/models/{name}/drift` show them."""
     from modelyard.platform.store.drift import DriftChecks
 
     known(platform, model)

@@ -1,4 +1,5 @@
-"""Production data in from files: `modelyard log` (inputs, optional predictions) and `modelyard feedback` (labels).
+"""Production data in from files: `modelyard inferences upload` (inputs, optional predictions) and
+`modelyard labels upload` (labels).
 
 Each file is checked against the champion's signature before anything is written, and
 stored in one transaction: whole, or not at all. Every refusal is one sentence naming the

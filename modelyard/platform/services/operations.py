@@ -47,7 +47,7 @@ def version_rows(audit: AuditLog, name: str) -> list[dict[str, Any]]:
 
 
 def request_rows(rows: list[Any]) -> list[dict[str, Any]]:
-    """Training requests as `modelyard requests` shows them (rows of store.db.TrainingRequest)."""
+    """Training requests as `modelyard trainings list` shows them (rows of store.db.TrainingRequest)."""
     return [
         {
             "request_id": r.request_id,

@@ -1,7 +1,7 @@
 """The retraining policy on the platform: verdicts become a retraining request, or a recorded reason why not.
 
 `apply_policy` decides once per drift check, under the model's lock; `retrain` is the
-manual path (`modelyard retrain`), without the policy's cooldown and budget.
+manual path (`modelyard models retrain`), without the policy's cooldown and budget.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def queue_retraining(
 
 
 def retrain(platform: Platform, model: str, reason: str, actor: str) -> dict[str, Any]:
-    """`modelyard retrain`: the policy's path without its cooldown and budget; never two in flight."""
+    """`modelyard models retrain`: the policy's path without its cooldown and budget; never two in flight."""
     version = champion_of(platform, model)
     sig = signature(platform, model, version)
     until = platform.inference.last_id(model)

@@ -1,4 +1,4 @@
-"""Submit a training: validate the request, record it, wake a worker (`modelyard train`, the API, retraining)."""
+"""Submit a training: validate it, record it, wake a worker (`modelyard trainings start`, the API, retraining)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A drift check as the platform shows it (`modelyard drift --json`, the API) and as evidence in events."""
+"""A drift check as the platform shows it (`modelyard drift list --json`, the API) and as evidence in events."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def check_evidence(row: Any) -> dict[str, Any]:
 
 
 def check_row(row: Any) -> dict[str, Any]:
-    """A drift_checks row as `modelyard drift --json` and the API show it."""
+    """A drift_checks row as `modelyard drift list --json` and the API show it."""
     scores = row.scores or {}
     features = scores.get("features") or {}
     return {

@@ -1,7 +1,7 @@
 """The platform database: the audit log, training requests, API tokens and the inference log.
 
 MLflow keeps no alias history, so `events` is the audit log and the source of
-`modelyard history`; `model_versions` and `aliases` are its projections, written in the
+`modelyard models history`; `model_versions` and `aliases` are its projections, written in the
 same transaction, so read commands need not open MLflow. `training_requests` makes
 training idempotent on the request id. `api_tokens` holds SHA-256 hashes of bearer
 tokens, never the tokens; `inference_log` and `feedback` are production data, joined by

@@ -39,7 +39,9 @@ def print_devices(console: Console, rows: list[dict[str, Any]]) -> None:
         table.add_row(
             r["id"], r["group"], tags, shown, r["installed"] or "-", r["desired"] or "-", health, r["last_seen"] or "-"
         )
-    console.print(table if rows else "no devices yet (`modelyard devices token --group NAME`, then enroll agents)")
+    console.print(
+        table if rows else "no devices yet (`modelyard devices enrollment-token --group NAME`, then enroll agents)"
+    )
 
 
 def print_rollout(console: Console, status: dict[str, Any]) -> None:
@@ -69,7 +71,7 @@ def print_rollouts(console: Console, rows: list[dict[str, Any]]) -> None:
             r["created"],
             r["reason"] or "",
         )
-    console.print(table if rows else "no rollouts yet (`modelyard deploy NAME@champion --group NAME`)")
+    console.print(table if rows else "no rollouts yet (`modelyard rollouts start NAME@champion --group NAME`)")
 
 
 def rollout_progress(status: dict[str, Any]) -> str:

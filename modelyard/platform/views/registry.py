@@ -124,7 +124,7 @@ def print_version(console: Console, data: dict[str, Any]) -> None:
     console.print(metrics)
     report = data.get("export")
     if not report:
-        console.print("no ONNX export yet (`modelyard export " + f"{data['name']}/{data['version']}`)")
+        console.print("no ONNX export yet (`modelyard versions export " + f"{data['name']}/{data['version']}`)")
         return
     primary = report["primary_metric"]
     table = Table("variant", "size kB", primary, "p50 ms b1 1t", "p50 ms b32", "chosen for", title="ONNX variants")
