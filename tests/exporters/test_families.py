@@ -85,6 +85,7 @@ def test_multi_input_functional_model(tmp_path: Path) -> None:
     assert [i["name"] for i in report["inputs"]] == ["image", "table"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("application", ["MobileNetV2", "EfficientNetB0"])
 def test_keras_applications(application: str, tmp_path: Path) -> None:
     import keras
