@@ -88,5 +88,15 @@ bench-fleet: install-dev
 bench-serve: install-dev
 	$(BIN)/python bench/serve_throughput.py
 
+# Every bench/*.py at its smoke size (--smoke: the same code path, tiny, seconds to a minute each), one
+# after another; the first that fails stops the run. CI runs it (.ci/run): a broken benchmark fails CI.
+.PHONY: bench-smoke
+bench-smoke: install-dev
+	@set -e; total=$$(date +%s); for script in bench/*.py; do \
+	  echo "== $$script --smoke"; start=$$(date +%s); \
+	  $(BIN)/python $$script --smoke; \
+	  echo "== $$script --smoke: ok in $$(( $$(date +%s) - start )) s"; \
+	done; echo "== bench-smoke: every script passed in $$(( $$(date +%s) - total )) s"
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -19,6 +19,7 @@ from the same per-column scores, the verdicts Evidently's own Wasserstein thresh
 0.2 would give. Per-window time is the median of `FeatureDrift.seconds`.
 
     .venv/bin/python bench/drift_calibration.py [--windows 200] [--sizes 100,1000,20000] [--malignant 0.7]
+    .venv/bin/python bench/drift_calibration.py --smoke   # 5 + 5 windows of 100 and 1,000 rows: CI
 """
 
 from __future__ import annotations
@@ -105,7 +106,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,20000", help="window sizes (rows)")
     parser.add_argument("--malignant", type=float, default=0.7, help="malignant share of the shifted population")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="CI: 5 + 5 windows of 100 and 1,000 rows.")
     args = parser.parse_args()
+    if args.smoke:
+        args.windows, args.sizes = 5, "100,1000"
+    shift_rows = 20_000 if args.smoke else 200_000  # rows drawn to measure the planted shift's size
     warnings.filterwarnings("ignore")
 
     from modelyard.monitoring.drift import DEFAULT_THRESHOLDS
@@ -115,8 +120,8 @@ def main() -> None:
     default_threshold = options.threshold or DEFAULT_THRESHOLDS[options.stattest]
     population = Population()
     rng = np.random.default_rng(args.seed)
-    before = population.draw(200_000, rng, population.share)
-    after = population.draw(200_000, rng, args.malignant)
+    before = population.draw(shift_rows, rng, population.share)
+    after = population.draw(shift_rows, rng, args.malignant)
     moved = np.sort(np.abs((after.mean() - before.mean()) / before.std()).to_numpy())
 
     sizes = [int(s) for s in args.sizes.split(",")]

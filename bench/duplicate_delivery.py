@@ -7,6 +7,9 @@ long as the training ran. Now it checks the claim first (one UPDATE on the platf
 database) and is dropped. Measured side by side, each in a fresh process as a train
 worker's child runs it: the claim check of a busy request, and a bare `import tensorflow`
 (what every duplicate paid before, at least). Medians of --runs.
+
+    .venv/bin/python bench/duplicate_delivery.py [--runs 5]
+    .venv/bin/python bench/duplicate_delivery.py --smoke   # one run of each: CI
 """
 
 from __future__ import annotations
@@ -53,7 +56,10 @@ def inner_seconds(code: str, env: dict[str, str], runs: int) -> tuple[float, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="CI: one run of each.")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs = 1
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.conftest import tiny_spec
 

@@ -9,6 +9,7 @@ First the floor: ONNX Runtime's Python call on a one-Identity-node model, which 
 can beat; read ratios of microsecond models against it.
 
     .venv/bin/python bench/export_latency.py [--runs 300] [--models cnn,mlp,lstm,mobilenetv2]
+    .venv/bin/python bench/export_latency.py --smoke   # the CNN, 1 epoch, 20 runs per runtime: CI
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def dataset(kind: str):
     return xtr, ytr, xte, yte, int(y.max()) + 1
 
 
-def build(kind: str, xtr: np.ndarray, ytr: np.ndarray, n: int):
+def build(kind: str, xtr: np.ndarray, ytr: np.ndarray, n: int, fit_epochs: int | None = None):
     import keras
 
     from modelyard.trainers.architectures import build_model
@@ -100,7 +101,7 @@ def build(kind: str, xtr: np.ndarray, ytr: np.ndarray, n: int):
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    model.fit(xtr, ytr, epochs=epochs, batch_size=32, verbose=0)
+    model.fit(xtr, ytr, epochs=fit_epochs or epochs, batch_size=32, verbose=0)
     if kind == "mobilenetv2":  # a few hundred steps leave BatchNorm's moving statistics unsettled: settle them
         for _ in range(3):
             for i in range(0, len(xtr), 64):
@@ -151,7 +152,7 @@ def scores(
     return float((decisions == y[:rows]).mean()), float((decisions == reference).mean())
 
 
-def bench_model(kind: str, runs: int, folder: Path) -> dict:
+def bench_model(kind: str, runs: int, folder: Path, epochs: int | None = None) -> dict:
     import tensorflow as tf
 
     from modelyard.exporters.measure import bound_runner, session
@@ -160,7 +161,7 @@ def bench_model(kind: str, runs: int, folder: Path) -> dict:
     from modelyard.trainers.evaluate import classification_metrics
 
     xtr, ytr, xte, yte, n = dataset(kind)
-    model = build(kind, xtr, ytr, n)
+    model = build(kind, xtr, ytr, n, epochs)
     rows = len(xte) if kind != "mobilenetv2" else 120
     x1 = xte[:1]
     data = ExportData(
@@ -210,16 +211,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--models", default="cnn,mlp,lstm,mobilenetv2")
+    parser.add_argument("--epochs", type=int, help="training epochs of every model (default: 15; MobileNetV2 3)")
+    parser.add_argument("--smoke", action="store_true", help="CI: the CNN, 1 epoch, 20 runs per runtime.")
     args = parser.parse_args()
+    if args.smoke:
+        args.models, args.runs, args.epochs = "cnn", 20, 1
     one_thread()
     summary = []
     with tempfile.TemporaryDirectory() as tmp:
-        plain, bound = runtime_floor(max(1000, args.runs * 10), Path(tmp))
+        plain, bound = runtime_floor(max(100 if args.smoke else 1000, args.runs * 10), Path(tmp))
         print("## floor: ONNX Runtime's Python call, one Identity node, batch 1, one thread, median µs")
         print(f"| session.run | IOBinding run |\n|---:|---:|\n| {plain:.2f} | {bound:.2f} |")
         print("(ONNX rows below use IOBinding: a variant cannot be faster than its floor.)")
         for kind in args.models.split(","):
-            out = bench_model(kind, args.runs if kind != "mobilenetv2" else max(30, args.runs // 5), Path(tmp))
+            runs = args.runs if kind != "mobilenetv2" else max(30, args.runs // 5)
+            out = bench_model(kind, runs, Path(tmp), args.epochs)
             print(f"\n## {kind}: batch 1, one thread, median ms")
             print("| runtime | latency ms | size kB | accuracy | decisions as Keras |\n|---|---:|---:|---:|---:|")
             for label, ms, size, (acc, agree) in out["rows"]:

@@ -1,5 +1,5 @@
 """The digits CNN champion served three ways on this machine, the same single-row requests:
-modelyard's server (dynamic batching on, and off), `mlflow models serve` of the same version
+modelyard's server (`modelyard run api`; dynamic batching on, and off), `mlflow models serve` of the same version
 (what a user of MLflow would run) and ONNX Runtime in-process without HTTP (the limit).
 
 Trains the CNN of bench/digits-cnn.yaml once in a temporary home (embedded mode), starts each
@@ -8,6 +8,9 @@ one connection per concurrent client) at concurrency 1, 8 and 32 for --seconds e
 throughput and p50/p99 latency. The inference log is on (sample rate 1). Targets: modelyard
 at least 10x `mlflow models serve` at concurrency 8; p99 at most 10 ms at concurrency 8;
 dynamic batching at least 2x no batching at concurrency 32.
+
+    .venv/bin/python bench/serve_throughput.py [--seconds 6] [--epochs 10] [--skip-mlflow]
+    .venv/bin/python bench/serve_throughput.py --smoke   # 1 epoch, 0.5 s per level, every server: CI
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def train(home: Path, epochs: int) -> tuple[str, str]:
     import yaml
 
     os.environ["MODELYARD_HOME"] = str(home)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from modelyard.platform.context import Platform
     from modelyard.platform.services.operations import promote
     from modelyard.platform.services.training import TrainRequest, run_training
@@ -56,17 +60,20 @@ def train(home: Path, epochs: int) -> tuple[str, str]:
     return name, version
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited ({proc.returncode}) before answering {url}")
+            said = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise SystemExit(f"server exited ({proc.returncode}) before answering {url}; its log ends:\n{said}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
         except OSError:
             time.sleep(0.3)
-    raise SystemExit(f"{url} did not answer within {timeout} s")
+    stop(proc)
+    said = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+    raise SystemExit(f"{url} did not answer within {timeout} s; the server's log ends:\n{said}")
 
 
 def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -168,7 +175,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="Measured seconds per concurrency level.")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="CI: 1 epoch, 0.5 s per concurrency level.")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.epochs = 0.5, 1
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
@@ -193,14 +203,14 @@ def main() -> None:
         auth = {"Authorization": f"Bearer {token}"}
 
         for label, batch in (("modelyard (batching)", "32"), ("modelyard (no batching)", "1")):
-            port = free_port()
+            port, log = free_port(), Path(tmp) / f"serve-{batch}.log"
             proc = start(
-                [sys.executable, "-m", "modelyard.platform.cli.main", "serve", "--port", str(port)],
+                [sys.executable, "-m", "modelyard.platform.cli.main", "run", "api", "--port", str(port)],
                 {**env, "MODELYARD_SERVE_MAX_BATCH": batch},
-                Path(tmp) / f"serve-{batch}.log",
+                log,
             )
             try:
-                wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+                wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc, log)
                 load(port, f"/v2/models/{name}/infer", oip, auth, 1, 1.0)  # loads the champion
                 results[label] = {
                     c: load(port, f"/v2/models/{name}/infer", oip, auth, c, args.seconds) for c in CONCURRENCY
@@ -210,7 +220,7 @@ def main() -> None:
             print(f"{label}: done", file=sys.stderr)
 
         if not args.skip_mlflow:
-            port = free_port()
+            port, log = free_port(), Path(tmp) / "mlflow.log"
             proc = start(
                 [
                     sys.executable,
@@ -233,10 +243,10 @@ def main() -> None:
                     "MLFLOW_TRACKING_URI": settings.tracking_uri,
                     "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
                 },
-                Path(tmp) / "mlflow.log",
+                log,
             )
             try:
-                wait_http(f"http://127.0.0.1:{port}/ping", proc, timeout=180)
+                wait_http(f"http://127.0.0.1:{port}/ping", proc, log, timeout=180)
                 body = json.dumps({"inputs": row.tolist()}).encode()
                 load(port, "/invocations", body, {}, 1, 1.0)
                 results["mlflow models serve"] = {
@@ -249,7 +259,7 @@ def main() -> None:
         model_file = next((home / "serving" / name / version).glob("*.onnx"))
         results["ONNX Runtime in-process"] = {c: in_process(model_file, row, c, args.seconds) for c in CONCURRENCY}
 
-    print(f"\n{name} v{version}, single-row requests, {args.seconds:.0f} s per level, inference log on\n")
+    print(f"\n{name} v{version}, single-row requests, {args.seconds:g} s per level, inference log on\n")
     print(f"{'server':28} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for label, levels in results.items():
         for c, r in levels.items():
