@@ -42,7 +42,7 @@ def test_a_version_without_signature_is_not_deployable(settings) -> None:
     from modelyard.exporters.convert import ExportError
     from modelyard.platform.context import Platform
     from modelyard.platform.registry.mlflow_store import MlflowRegistry
-    from modelyard.platform.registry.tracking import use_tracking
+    from modelyard.platform.registry.tracking import experiment_for, use_tracking
     from modelyard.platform.services.bootstrap import prepare_stores
     from modelyard.platform.services.exporting import export_version
 
@@ -50,7 +50,9 @@ def test_a_version_without_signature_is_not_deployable(settings) -> None:
     use_tracking(settings)
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+    # The model's experiment keeps its artifacts under the home; MLflow's Default one would write ./mlruns.
+    experiment = experiment_for(settings, "nosig")
+    with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model"
         path.mkdir()
         mlflow.keras.save_model(model, str(path), pip_requirements=["keras"])  # no signature
