@@ -65,7 +65,7 @@ def test_cli_trains_on_filesystem_queue_and_refuses_bad_csvs(settings, start_wor
     assert "export: edge-cpu -> " in trained.stdout
     shown = cli(settings, "versions", "show", "fs@champion")
     assert "ONNX variants" in shown.stdout and "int8-static" in shown.stdout
-    tags = cli_json(settings, "show", "fs/1")["tags"]
+    tags = cli_json(settings, "versions", "show", "fs/1")["tags"]
     assert tags["modelyard.export.status"] == "passed" and tags["modelyard.deployable"] == "true"
     exported = {
         p.relative_to(settings.root / "mlartifacts").as_posix().split("/artifacts/export/")[-1]
@@ -92,7 +92,7 @@ def test_cli_trains_on_filesystem_queue_and_refuses_bad_csvs(settings, start_wor
         assert refused.returncode == 1
         assert " ".join(refused.stderr.split()) == f"error: {message}"
 
-    models = cli_json(settings, "models")
+    models = cli_json(settings, "models", "list")
     assert models == [{"name": "fs", "latest_version": "1", "aliases": {"champion": "1"}, "description": ""}]
     assert [(v["version"], v["aliases"]) for v in cli_json(settings, "versions", "list", "fs")] == [("1", ["champion"])]
     history = cli_json(settings, "models", "history", "fs")
@@ -146,7 +146,7 @@ def test_demo_runs_the_whole_lifecycle(settings) -> None:
     done = cli(settings, "demo", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    models = cli_json(settings, "models")
+    models = cli_json(settings, "models", "list")
     assert models[0]["name"] == "digits-demo"
     assert models[0]["aliases"] == {"champion": "2", "challenger": "4"}
     versions = cli_json(settings, "versions", "list", "digits-demo")

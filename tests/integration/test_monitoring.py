@@ -197,9 +197,9 @@ def test_bad_log_and_feedback_batches_are_refused_whole_with_one_sentence(loop: 
     # the same through the command line: exit code 1, one red sentence, no traceback
     bad = loop.folder / "bad-cli.csv"
     good.drop(columns=["mean radius"]).to_csv(bad, index=False)
-    done = _modelyard(loop, "log", loop.name, str(bad))
+    done = _modelyard(loop, "inferences", "upload", loop.name, str(bad))
     assert done.returncode == 1 and "missing column mean radius" in done.stderr and "Traceback" not in done.stderr
-    again = _modelyard(loop, "log", loop.name, str(loop.folder / "nothing.csv"))
+    again = _modelyard(loop, "inferences", "upload", loop.name, str(loop.folder / "nothing.csv"))
     assert again.returncode == 1 and "does not exist" in again.stderr
 
 
