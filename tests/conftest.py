@@ -38,6 +38,34 @@ def tiny_spec(name: str = "digits", **overrides: Any) -> dict[str, Any]:
     return spec
 
 
+def tiny_onnx(path: Path, input_type: int | None = None) -> Path:
+    """A real ONNX model of one node: y = x @ [[1, 2], [3, 4], [5, 6]] (FP32, batch x 3 -> batch x 2),
+    or, with `input_type`, one Identity of that ONNX type (enough for a signature)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    if input_type is not None:
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "identity",
+            [helper.make_tensor_value_info("x", input_type, ["batch"])],
+            [helper.make_tensor_value_info("y", input_type, ["batch"])],
+        )
+    else:
+        weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1, 2, 3, 4, 5, 6])
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])],
+            "tiny",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+            [weight],
+        )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"

@@ -20,36 +20,11 @@ from modelyard.runtime import (
     run,
     signature,
 )
-
-
-def _matmul(path: Path, input_type: int | None = None) -> Path:
-    import onnx
-    from onnx import TensorProto, helper
-
-    if input_type is not None:  # one Identity of that type: enough for a signature
-        graph = helper.make_graph(
-            [helper.make_node("Identity", ["x"], ["y"])],
-            "identity",
-            [helper.make_tensor_value_info("x", input_type, ["batch"])],
-            [helper.make_tensor_value_info("y", input_type, ["batch"])],
-        )
-    else:
-        weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1, 2, 3, 4, 5, 6])
-        graph = helper.make_graph(
-            [helper.make_node("MatMul", ["x", "w"], ["y"])],
-            "tiny",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
-            [weight],
-        )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+from tests.conftest import tiny_onnx
 
 
 def test_a_session_reads_its_signature_in_oip_terms_and_runs(tmp_path: Path) -> None:
-    session = open_session(_matmul(tmp_path / "m.onnx"), threads=1, spinning=False, log_severity=3)
+    session = open_session(tiny_onnx(tmp_path / "m.onnx"), threads=1, spinning=False, log_severity=3)
 
     assert session.get_providers()[0] == CPU
     assert signature(session) == ([TensorSpec("x", "FP32", (-1, 3))], [TensorSpec("y", "FP32", (-1, 2))])
@@ -71,13 +46,13 @@ def test_a_silent_fallback_from_cuda_is_refused(tmp_path: Path) -> None:
     if CUDA in ort.get_available_providers():
         pytest.skip("this ONNX Runtime has CUDA: nothing falls back")
     with pytest.raises(ProviderFallback, match=f"fell back from {CUDA} to {CPU}"):
-        open_session(_matmul(tmp_path / "m.onnx"), providers=[CUDA, CPU])
+        open_session(tiny_onnx(tmp_path / "m.onnx"), providers=[CUDA, CPU])
 
 
 def test_a_tensor_type_without_an_oip_datatype_is_named(tmp_path: Path) -> None:
     from onnx import TensorProto
 
-    session = open_session(_matmul(tmp_path / "s.onnx", TensorProto.STRING))
+    session = open_session(tiny_onnx(tmp_path / "s.onnx", TensorProto.STRING))
     with pytest.raises(UnsupportedTensor) as err:
         signature(session)
     assert (err.value.name, err.value.onnx_type) == ("x", "tensor(string)")

@@ -10,24 +10,12 @@ import numpy as np
 
 
 def _model(tmp_path: Path):
-    import onnx
     import onnxruntime as ort
-    from onnx import TensorProto, helper
 
     from modelyard.platform.serving.models import LoadedModel, TensorSpec
+    from tests.conftest import tiny_onnx
 
-    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1, 2, 3, 4, 5, 6])
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
-        [weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "tiny.onnx"
-    onnx.save(model, str(path))
+    path = tiny_onnx(tmp_path / "tiny.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x, y = TensorSpec("x", "FP32", (-1, 3)), TensorSpec("y", "FP32", (-1, 2))
     return LoadedModel("tiny", "1", "server-cpu", "fp32", path, session, [x], [y], ["CPUExecutionProvider"])
