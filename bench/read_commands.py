@@ -3,7 +3,8 @@
 Fills a temporary home's platform database with a model of 50 versions and their alias
 moves (about 250 events), then times `modelyard --help`, `models list`, `versions list NAME`
 and `models history NAME` (median of --runs), and, side by side, a bare `import mlflow`: the cost the
-read commands no longer pay. Target: every read command under 1 s.
+read commands no longer pay. Target: every read command under 0.5 s (they read the embedded
+SQLite file with the standard library: store/reads.py).
 
     .venv/bin/python bench/read_commands.py [--runs 7] [--versions 50]
     .venv/bin/python bench/read_commands.py --smoke   # 5 versions, one run each: CI
@@ -74,11 +75,11 @@ def main() -> None:
             ("modelyard models history bench", [*cli, "models", "history", "bench"]),
             ("python -c 'import mlflow' (avoided)", [sys.executable, "-c", "import mlflow"]),
         ]
-        print(f"| command | median s ({args.runs} runs) | target <= 1 s |")
+        print(f"| command | median s ({args.runs} runs) | target <= 0.5 s |")
         print("|---|---:|---|")
         for label, argv in rows:
             seconds = timed(argv, env, args.runs)
-            verdict = "-" if "avoided" in label else ("met" if seconds <= 1.0 else "NOT met")
+            verdict = "-" if "avoided" in label else ("met" if seconds <= 0.5 else "NOT met")
             print(f"| {label} | {seconds:.2f} | {verdict} |")
 
 

@@ -34,6 +34,16 @@ def current_platform() -> Any:
     return Platform()
 
 
+def read_audit() -> Any:
+    """The audit log for a read command: straight from the embedded SQLite file when there is one
+    (no pydantic-settings, no SQLAlchemy: store/reads.py), else the platform's AuditLog."""
+    from modelyard.platform.store.reads import AuditReader, embedded_database
+
+    path = embedded_database()
+    reader = AuditReader.open(path) if path is not None else None
+    return reader if reader is not None else current_platform().audit
+
+
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 

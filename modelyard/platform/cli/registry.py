@@ -17,6 +17,7 @@ from modelyard.platform.cli.common import (
     current_platform,
     out,
     print_json,
+    read_audit,
 )
 
 models_cli = typer.Typer(no_args_is_help=True, help="Registered models: aliases, history, promotion, rollback.")
@@ -29,7 +30,7 @@ def models_list(as_json: JsonOpt = False) -> None:
     """Registered models and their aliases."""
     from modelyard.platform.views.registry import model_rows
 
-    found = model_rows(current_platform().audit)
+    found = model_rows(read_audit())
     if as_json:
         return print_json(found)
     table = Table("model", "latest", "champion", "challenger", "previous")
@@ -45,7 +46,7 @@ def models_history(name: str, as_json: JsonOpt = False) -> None:
     from modelyard.platform.services.operations import history_rows
     from modelyard.platform.views.registry import print_timeline
 
-    rows = history_rows(current_platform().audit, name)
+    rows = history_rows(read_audit(), name)
     if as_json:
         return print_json(rows)
     print_timeline(out, rows, title=f"history of {name}")
@@ -113,7 +114,7 @@ def versions_list(name: str, as_json: JsonOpt = False) -> None:
     """Versions of a model with their aliases and lineage."""
     from modelyard.platform.views.registry import version_rows
 
-    rows = version_rows(current_platform().audit, name)
+    rows = version_rows(read_audit(), name)
     if as_json:
         return print_json(rows)
     table = Table("version", "aliases", "trigger", "created", "dataset", "request")

@@ -10,15 +10,15 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import ModelyardError, NotFoundError
-from modelyard.platform.store.audit import AuditLog
-from modelyard.platform.store.db import Event
 
 if TYPE_CHECKING:
     from modelyard.platform.context import Platform
-    from modelyard.platform.store.audit import EventRecord
+    from modelyard.platform.store.audit import AuditLog, EventRecord
+    from modelyard.platform.store.db import Event
+    from modelyard.platform.store.reads import AuditReader, EventRow
 
 
-def model_rows(audit: AuditLog) -> list[dict[str, Any]]:
+def model_rows(audit: AuditLog | AuditReader) -> list[dict[str, Any]]:
     aliases = audit.aliases()
     return [
         {"name": name, "latest_version": latest, "aliases": aliases.get(name, {}), "description": ""}
@@ -26,7 +26,7 @@ def model_rows(audit: AuditLog) -> list[dict[str, Any]]:
     ]
 
 
-def version_rows(audit: AuditLog, name: str) -> list[dict[str, Any]]:
+def version_rows(audit: AuditLog | AuditReader, name: str) -> list[dict[str, Any]]:
     found = audit.versions(name)
     if not found:
         raise NotFoundError(f"model '{name}' is not registered.", code="model_not_found")
@@ -68,7 +68,7 @@ def request_rows(rows: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def event_rows(events: list[Event]) -> list[dict[str, Any]]:
+def event_rows(events: list[Event] | list[EventRow]) -> list[dict[str, Any]]:
     return [
         {
             "id": e.id,
@@ -87,7 +87,7 @@ def event_rows(events: list[Event]) -> list[dict[str, Any]]:
     ]
 
 
-def history_rows(audit: AuditLog, name: str) -> list[dict[str, Any]]:
+def history_rows(audit: AuditLog | AuditReader, name: str) -> list[dict[str, Any]]:
     """Every lifecycle event of a model, oldest first; a clear error for an unknown model, not an empty list."""
     if not audit.knows(name):
         raise NotFoundError(f"model '{name}' is not registered.", code="model_not_found")

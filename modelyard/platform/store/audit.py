@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.db import Alias, Event, ModelVersion, ensure_schema, session_factory, utcnow
+from modelyard.platform.store.reads import latest_versions
 
 if TYPE_CHECKING:
     from modelyard.platform.store.requests import Lease
@@ -110,12 +111,7 @@ class AuditLog:
     def models(self) -> dict[str, str | None]:
         """Every model registered through the platform -> its latest version."""
         with self._sessions() as session:
-            rows = session.execute(select(ModelVersion.model, ModelVersion.version)).all()
-        latest: dict[str, str | None] = {}
-        for model, version in rows:
-            if latest.get(model) is None or int(version) > int(latest[model] or 0):
-                latest[model] = version
-        return dict(sorted(latest.items()))
+            return latest_versions(session.execute(select(ModelVersion.model, ModelVersion.version)).tuples())
 
 
 class AliasMove:
