@@ -20,6 +20,7 @@ from modelyard.oip.protocol import (
     infer_response,
     is_shape,
     model_metadata,
+    server_metadata,
     unknown_and_missing,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "infer_response",
     "is_shape",
     "model_metadata",
+    "server_metadata",
     "unknown_and_missing",
 ]

@@ -80,6 +80,12 @@ def unknown_and_missing(given: Iterable[Any], expected: Iterable[str]) -> tuple[
     return [n for n in given if n not in expected], [n for n in expected if n not in given]
 
 
+def server_metadata(name: str, version: str, extensions: Iterable[str]) -> dict[str, Any]:
+    """The body of GET /v2: the server's name and version, and the protocol extensions it speaks
+    (by the names Triton gives them, such as `binary_tensor_data`)."""
+    return {"name": name, "version": version, "extensions": list(extensions)}
+
+
 def model_metadata(
     name: str,
     version: str,

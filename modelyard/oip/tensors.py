@@ -25,6 +25,16 @@ def numpy_dtype(datatype: str) -> np.dtype:
     return np.dtype(DATATYPES[datatype])
 
 
+# The JSON values each kind of datatype takes: numbers for floats (not strings, not booleans, which numpy would
+# convert), integers for integers (numpy would truncate 1.5), true and false for BOOL.
+_JSON_TYPES: dict[str, frozenset[type]] = {
+    "f": frozenset({int, float}),
+    "i": frozenset({int}),
+    "u": frozenset({int}),
+    "b": frozenset({bool}),
+}
+
+
 def from_json(
     data: Any, datatype: str, shape: list[int], *, what: str = "the tensor", finite: bool = False
 ) -> np.ndarray:
@@ -35,24 +45,35 @@ def from_json(
     """
     if not isinstance(data, list):
         raise TensorError(f"{what} needs its data as a list of numbers.")
+    dtype = numpy_dtype(datatype)
+    if not _leaf_types(data) <= _JSON_TYPES[dtype.kind]:
+        raise TensorError(f"{what} holds data that is not of its datatype.")
     try:
-        array = np.asarray(data, dtype=numpy_dtype(datatype))
-    except (ValueError, TypeError, OverflowError):  # strings, ragged lists, an int beyond the dtype
+        array = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):  # ragged lists, an int beyond the dtype
         raise TensorError(f"{what} holds data that is not of its datatype.") from None
     count = math.prod(shape)
     if array.size != count:
         raise TensorError(f"{what} has {array.size} values; shape {shape} needs {count}.")
-    if finite and array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise TensorError(f"{what} holds NaN or infinite values.")
+    if finite:
+        check_finite(array, what)
     return array.reshape(shape)
 
 
 def from_binary(
-    buffer: bytes | None, offset: int, size: Any, datatype: str, shape: list[int], *, what: str = "the tensor"
+    buffer: bytes | None,
+    offset: int,
+    size: Any,
+    datatype: str,
+    shape: list[int],
+    *,
+    what: str = "the tensor",
+    finite: bool = False,
 ) -> np.ndarray:
     """The array `size` bytes at `offset` of a request's binary part hold (parameters.binary_data_size).
 
-    A view on the buffer, not a copy: the request's bytes live as long as the array does.
+    A view on the buffer, not a copy: the request's bytes live as long as the array does. `finite`
+    refuses NaN and infinities, as from_json does: the bytes are the same values, only sent raw.
     """
     if buffer is None or not isinstance(size, int) or isinstance(size, bool) or offset + size > len(buffer):
         raise TensorError(f"{what} names binary data the request does not carry.")
@@ -60,7 +81,30 @@ def from_binary(
     count = math.prod(shape)
     if size != count * dtype.itemsize:
         raise TensorError(f"{what}: {size} bytes of binary data do not hold shape {shape} of {datatype}.")
-    return np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)
+    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)
+    if finite:
+        check_finite(array, what)
+    return array
+
+
+def check_finite(array: np.ndarray, what: str) -> None:
+    """Refuse NaN and infinities in a float tensor, however it was sent (other dtypes hold none)."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise TensorError(f"{what} holds NaN or infinite values.")
+
+
+def _leaf_types(data: list[Any]) -> set[type]:
+    """The Python types of the values in (nested) JSON lists, level by level: no recursion, C-speed loops."""
+    types: set[type] = set()
+    level: list[Any] = data
+    while level:
+        found = set(map(type, level))
+        if list not in found:
+            return types | found
+        found.discard(list)
+        types |= found
+        level = [item for sub in level if type(sub) is list for item in sub]
+    return types
 
 
 def encode_tensor(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,10 @@ CLASSIFICATION_METRICS = (
 REGRESSION_METRICS = ("mae", "rmse")
 LOWER_IS_BETTER = frozenset({"log_loss", "ece", "mae", "rmse"})
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+# Bounds on a spec, checked before YAML builds anything: real specs are a few hundred bytes, a few
+# levels deep; without them nested brackets cost CPU with the square of their depth, then a 500.
+MAX_SPEC_CHARS = 64 * 1024
+MAX_SPEC_DEPTH = 32
 
 
 class _Strict(BaseModel):
@@ -148,43 +153,114 @@ def describe_validation_error(err: ValidationError, where: str) -> str:
 def parse_spec(data: Any, where: str = "(inline)") -> TrainSpec:
     if not isinstance(data, dict):
         raise SpecError(f"invalid training spec {where}: expected a mapping at the top level.")
+    check_nesting(data, where)
     try:
         return TrainSpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(describe_validation_error(err, where)) from None
 
 
+def check_nesting(data: Any, where: str) -> None:
+    """Refuse data nested deeper than MAX_SPEC_DEPTH (a spec sent as a JSON object), without recursion."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_SPEC_DEPTH:
+            raise SpecError(_too_deep(where))
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
 def parse_spec_text(text: str, where: str) -> TrainSpec:
     """A spec sent as text (YAML, or JSON, which YAML reads too), as from an HTTP body."""
-    import yaml
-
-    try:
-        # Aliases are refused: a few hundred bytes of nested aliases expand to gigabytes when dumped.
-        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)):
-            raise SpecError(f"training spec {where} uses YAML aliases (*name); write the values out.")
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"training spec {where} is not valid YAML or JSON{line}.") from None
-    return parse_spec(data, where)
+    return parse_spec(_read_yaml(text, where, "YAML or JSON"), where)
 
 
 def load_spec(path: str | Path) -> TrainSpec:
     """Read a YAML spec; relative dataset paths are made absolute against its folder."""
-    import yaml
-
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open(encoding="utf-8", errors="replace") as file:
+            text = file.read(MAX_SPEC_CHARS + 1)  # never more than the limit and one: the file may be huge
     except FileNotFoundError:
         raise SpecError(f"training spec {path} does not exist.") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"training spec {path} is not valid YAML{line}.") from None
-    spec = parse_spec(data, str(path))
+    except IsADirectoryError:
+        raise SpecError(f"training spec {path} is a folder, not a file.") from None
+    spec = parse_spec(_read_yaml(text, str(path), "YAML"), str(path))
     source = spec.dataset.source
     if ":" not in source.split("/")[0] and not Path(source).is_absolute():
         spec.dataset.source = str((path.parent / source).resolve())
     return spec
+
+
+def _too_deep(where: str, line: int | None = None) -> str:
+    at = f" at line {line}" if line else ""
+    return f"training spec {where} nests lists or mappings deeper than {MAX_SPEC_DEPTH} levels{at}."
+
+
+class _Refused(Exception):
+    """Raised inside the YAML composer; _read_yaml words it as a SpecError."""
+
+    def __init__(self, what: str, line: int) -> None:
+        self.what, self.line = what, line
+
+
+def _read_yaml(text: str, where: str, kind: str) -> Any:
+    """YAML text -> plain data, bounded before the parser builds anything: the size first, then the depth
+    (counted as the composer descends, so it stops at the first node too deep), and no aliases."""
+    import yaml
+
+    if len(text) > MAX_SPEC_CHARS:
+        raise SpecError(f"training spec {where} is longer than {MAX_SPEC_CHARS} characters.")
+    try:
+        return yaml.load(text, Loader=_bounded_loader())  # a SafeLoader: plain data only
+    except _Refused as err:
+        if err.what == "alias":
+            raise SpecError(f"training spec {where} uses YAML aliases (*name); write the values out.") from None
+        raise SpecError(_too_deep(where, err.line)) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"training spec {where} is not valid {kind}{line}.") from None
+
+
+@functools.cache
+def _bounded_loader() -> Any:
+    """A SafeLoader that counts nesting as it reads and refuses aliases before it resolves one.
+
+    PyYAML composes and constructs recursively, and its scanner's cost grows with the square of
+    the brackets open on a line: nested brackets cost seconds, then a RecursionError (a 500). So
+    the scanner stops at the first bracket too deep, and the composer at the first collection
+    too deep however it is written (indents too). Aliases: a few hundred bytes of nested aliases
+    expand to gigabytes.
+    """
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        depth = 0
+
+        def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+            if self.flow_level >= MAX_SPEC_DEPTH:
+                raise _Refused("depth", self.line + 1)
+            super().fetch_flow_collection_start(TokenClass)
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent):
+                raise _Refused("alias", _line(event))
+            if not isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                return super().compose_node(parent, index)
+            if self.depth >= MAX_SPEC_DEPTH:
+                raise _Refused("depth", _line(event))
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return BoundedLoader
+
+
+def _line(event: Any) -> int:
+    mark = event.start_mark
+    return mark.line + 1 if mark else 0

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 
 # The scope each operation needs; the auth test fails when a route is added without a row here.
 SCOPES = {
+    ("GET", "/v2"): "read",
     ("GET", "/v1/models"): "read",
     ("GET", "/v1/models/{name}"): "read",
     ("GET", "/v1/models/{name}/versions"): "read",

@@ -26,7 +26,7 @@ scopes: read, infer, ingest, operate, admin. Errors are `{"error": sentence, "co
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from modelyard.platform.api import errors, fleet, inference, registry, tokens
+    from modelyard.platform.api import errors, fleet, inference, registry, server_meta, tokens
     from modelyard.platform.api.auth import Authenticator
     from modelyard.platform.api.middleware import RequestMiddleware
     from modelyard.platform.context import Platform
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(fleet.agents)
     app.include_router(fleet.router)
+    app.include_router(server_meta.router)
     app.include_router(inference.router)
 
     from modelyard.platform.api.auth import Principal, require

@@ -186,6 +186,12 @@ class InferResponse(BaseModel):
     outputs: list[InferOutput]
 
 
+class ServerMetadata(BaseModel):
+    name: str = Field(description="The server's name.")
+    version: str = Field(description="The server's version.")
+    extensions: list[str] = Field(description="The protocol extensions it speaks, as Triton names them.")
+
+
 class TensorMetadata(BaseModel):
     name: str
     datatype: str = ANSWERED_DATATYPE

@@ -12,6 +12,7 @@ def run(settings: Settings) -> None:
     import uvicorn
 
     from modelyard.platform.api.app import create_app
+    from modelyard.platform.api.middleware import MAX_HEADER_BYTES, header_limited_http
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stdout)
     for noisy in ("alembic", "mlflow", "httpx"):
@@ -26,4 +27,6 @@ def run(settings: Settings) -> None:
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
         server_header=False,
+        http=header_limited_http(MAX_HEADER_BYTES),  # httptools has no limit on a request's headers
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # the same limit where uvicorn uses h11
     )

@@ -135,11 +135,11 @@ def decode_inputs(
             raise InputError(f"the {kind}s of {where} disagree on the number of rows ({rows} and {shape[0]}).")
         rows = shape[0]
         size = (t.get("parameters") or {}).get("binary_data_size")
-        try:
+        try:  # finite, however sent: what is served is logged, and one NaN in the log would poison every drift window
             if size is not None:
-                feeds[spec.name] = from_binary(binary, offset, size, spec.datatype, shape, what=what)
+                feeds[spec.name] = from_binary(binary, offset, size, spec.datatype, shape, what=what, finite=True)
                 offset += size
-            else:  # finite: what is served is logged, and one NaN in the log would poison every drift window
+            else:
                 feeds[spec.name] = from_json(t.get("data"), spec.datatype, shape, what=what, finite=True)
         except TensorError as err:
             raise InputError(str(err)) from None
