@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(
         2.0, ge=0, description="How long the API trusts a checked token before reading it again (revocation delay)."
     )
+    ingest_rate_per_second: float = Field(
+        10.0,
+        ge=0,
+        description="Ingest requests (inferences, feedback) one token may send a second, on average, per API "
+        "process; past it: 429 with Retry-After. 0: no limit.",
+    )
+    ingest_burst: int = Field(
+        100, ge=1, description="Ingest requests one token may send at once before the rate holds."
+    )
     serve_max_batch: int = Field(32, ge=1, description="Largest dynamic batch, in rows (1: no batching).")
     serve_max_delay_ms: float = Field(
         0.0,
@@ -127,6 +136,15 @@ class Settings(BaseSettings):
         10.0, gt=0, description="How often agents upload sampled predictions (within a canary's observation window)."
     )
     device_sample_rate: float = Field(0.1, ge=0, le=1, description="Share of device predictions agents log.")
+    telemetry_rate_per_second: float = Field(
+        5.0,
+        ge=0,
+        description="Telemetry uploads one device may send a second, on average, per API process; past it: 429 "
+        "with Retry-After (agents keep the records and retry). 0: no limit.",
+    )
+    telemetry_burst: int = Field(
+        30, ge=1, description="Telemetry uploads one device may send at once (catching up after an outage)."
+    )
     device_offline_seconds: float = Field(
         60.0,
         gt=0,

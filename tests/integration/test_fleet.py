@@ -472,14 +472,20 @@ def test_devices_serve_while_the_control_plane_is_down_and_upload_later(fleet: F
     assert counts() == [counted, counted]
 
     credential = json.loads((agents[0].home / "agent.json").read_text())["credential"]
-    record = {"request_id": "r-1", "model": "fleet", "version": "999", "inputs": {"images": [[0.0]]}, "outputs": {}}
-    answer = requests.post(
-        f"{fleet.url}/v1/devices/{agents[0].device_id}/telemetry", json={"records": [record], "dropped": 0},
-        headers={"Authorization": f"Bearer {credential}"}, timeout=10,
-    )  # fmt: skip
-    assert answer.status_code == 200, answer.text
-    assert answer.json() | {"problems": None} == {"stored": 0, "duplicates": 0, "rejected": 1, "problems": None}
-    assert "fleet/999 was never bundled" in answer.json()["problems"][0]
+
+    def send(record: dict[str, Any]) -> requests.Response:
+        return requests.post(
+            f"{fleet.url}/v1/devices/{agents[0].device_id}/telemetry", json={"records": [record], "dropped": 0},
+            headers={"Authorization": f"Bearer {credential}"}, timeout=10,
+        )  # fmt: skip
+
+    foreign = send({"request_id": "r-1", "model": "fleet", "version": "999", "inputs": {"images": [[0.0]]}})
+    assert foreign.status_code == 403, foreign.text  # a device reports only for what it was assigned
+    assert "fleet/999 is not assigned to it" in foreign.json()["error"]
+    odd = send({"request_id": "r-2", "model": "fleet", "version": version, "inputs": {"pixels": [[0.0]]}})
+    assert odd.status_code == 200, odd.text  # its own version, but rows the model cannot have seen: rejected
+    assert odd.json() | {"problems": None} == {"stored": 0, "duplicates": 0, "rejected": 1, "problems": None}
+    assert "takes inputs ['images']" in odd.json()["problems"][0]
 
 
 def test_a_decommissioned_device_is_refused_and_keeps_serving(fleet: Fleet) -> None:

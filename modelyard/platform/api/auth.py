@@ -4,20 +4,28 @@ A checked token is trusted for `token_cache_seconds` (one database read per toke
 period, not per request); revoking through the API forgets it at once, revoking from the
 CLI takes effect within that period. Anonymous local mode (embedded, 127.0.0.1, explicitly
 configured) acts as 'local' with every scope.
+
+What sends evidence (ingest by token, telemetry by device) is also held to a rate per source: a token
+bucket per token name or device id in this process, answered past it with 429, Retry-After and one
+sentence.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
 
 from modelyard.errors import AuthError, ForbiddenError, ModelyardError
+from modelyard.platform.api.schemas import ErrorBody
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.tokens import SCOPES, TokenInfo, TokenStore, allows
 
@@ -107,11 +115,81 @@ def _check(request: Request, who: Principal, scope: str) -> Principal:
 BEARER: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 
 
-def require(scope: str) -> Depends:  # type: ignore[valid-type]
-    """A dependency: the caller, who must hold `scope` (or admin)."""
+def require(scope: str, limit: Limited | None = None) -> Depends:  # type: ignore[valid-type]
+    """A dependency: the caller, who must hold `scope` (or admin), and, with `limit`, be within its rate
+    (checked before the body is validated: a flood costs little)."""
 
     async def check(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
         auth: Authenticator = request.app.state.auth
-        return _check(request, await auth.principal(credentials), scope)
+        who = _check(request, await auth.principal(credentials), scope)
+        if limit is not None:
+            rate_limit(request, limit, who.name)
+        return who
 
     return Depends(check)
+
+
+# -- rates ---------------------------------------------------------------------------------------
+Limited = Literal["ingest", "telemetry"]
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorBody,
+        "description": "The sender (a token, a device) is past its rate; Retry-After says when to try again.",
+    }
+}
+
+
+class TokenBuckets:
+    """One token bucket per source: `rate` requests a second on average, bursts of `burst`. In memory, per API
+    process (several processes each allow the rate)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # source -> (tokens, when counted)
+        self._lock = threading.Lock()  # sync routes run on the thread pool
+
+    def take(self, source: str, now: float | None = None) -> float:
+        """Spend one request of the source's bucket: 0 when it may go now, else the seconds until it may."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, then = self._buckets.get(source, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+            if tokens < 1.0:
+                self._buckets[source] = (tokens, now)
+                return (1.0 - tokens) / self.rate
+            if len(self._buckets) > 10_000:  # sources that went quiet are full again: forgetting them is exact
+                full = [k for k, (t, w) in self._buckets.items() if t + (now - w) * self.rate >= self.burst]
+                for key in full:
+                    del self._buckets[key]
+            self._buckets[source] = (tokens - 1.0, now)
+            return 0.0
+
+
+_buckets_lock = threading.Lock()
+
+
+def rate_limit(request: Request, kind: Limited, source: str) -> None:
+    """Count one request of `source` (a token's name, a device's id) against its rate; 429 past it."""
+    state = request.app.state
+    name = f"{kind}_buckets"
+    with _buckets_lock:
+        buckets: TokenBuckets | None = getattr(state, name, None)
+        if buckets is None:
+            settings: Settings = state.settings
+            if kind == "ingest":
+                buckets = TokenBuckets(settings.ingest_rate_per_second, settings.ingest_burst)
+            else:
+                buckets = TokenBuckets(settings.telemetry_rate_per_second, settings.telemetry_burst)
+            setattr(state, name, buckets)
+    wait = buckets.take(source)
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        who = f"token '{source}'" if kind == "ingest" else f"device '{source}'"
+        raise HTTPException(
+            429,
+            detail=f"{who} sent {kind} faster than {buckets.rate:g} requests a second (bursts of {buckets.burst}); "
+            f"retry in {seconds} s.",
+            headers={"Retry-After": str(seconds)},
+        )

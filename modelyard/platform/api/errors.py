@@ -40,6 +40,7 @@ HTTP_CODES = {
     406: "not_acceptable",
     413: "body_too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 

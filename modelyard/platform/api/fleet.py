@@ -1,5 +1,9 @@
 """The fleet over HTTP: the agents' routes (modelyard/edge/PROTOCOL.md), authenticated by device
-credentials, and the operators' routes (devices, bundles, rollouts), by tokens with scopes."""
+credentials, and the operators' routes (devices, bundles, rollouts), by tokens with scopes.
+
+A device credential reaches only what its group runs (fleet/devices.py's Reach): it downloads the
+bundles assigned to it and reports telemetry for the version it runs or is installing; anything
+else is 403 and stores nothing. Telemetry is also held to a rate per device (429 past it)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse
 
 from modelyard.errors import AuthError, ForbiddenError
-from modelyard.platform.api.auth import Principal, require
+from modelyard.platform.api.auth import RATE_LIMITED, Principal, rate_limit, require
 from modelyard.platform.api.fleet_schemas import (
     DEVICE_ID,
     AbortBody,
@@ -70,8 +74,15 @@ def _caller(request: Request, device_id: DeviceIdPath) -> str:
     return _device(request, device_id)
 
 
+def _telemetry_caller(request: Request, device_id: DeviceIdPath) -> str:
+    found = _device(request, device_id)
+    rate_limit(request, "telemetry", found)
+    return found
+
+
 # A dependency, so the credential is checked before the body: no answer about a body to a stranger.
 DeviceCaller = Annotated[str, Depends(_caller)]
+TelemetryCaller = Annotated[str, Depends(_telemetry_caller)]  # and within its rate before the body is validated
 
 
 # -- agents --------------------------------------------------------------------------------------
@@ -104,15 +115,27 @@ def report(request: Request, device_id: DeviceCaller, body: ReportBody) -> Recor
     return Recorded(recorded=True)
 
 
-@agents.post("/devices/{device_id}/telemetry", summary="Sampled predictions into the inference log (resend-safe)")
-def telemetry(request: Request, device_id: DeviceCaller, body: TelemetryBody) -> TelemetryStored:
-    """Store what can be stored: a record that names no bundled version, or other inputs, is skipped and
-    counted (one bad record must not jam a device's buffer); a batch resent after a lost answer stores
-    nothing twice. Rows carry the server's receive time (windows compare it), the device's in meta."""
+@agents.post(
+    "/devices/{device_id}/telemetry",
+    summary="Sampled predictions into the inference log (resend-safe)",
+    responses=RATE_LIMITED,
+)
+def telemetry(request: Request, device_id: TelemetryCaller, body: TelemetryBody) -> TelemetryStored:
+    """A batch that names a model or version the device does not run (its installed version, if it was
+    assigned it, or the one it is installing) is refused whole (403). Of the others, store what can be
+    stored: a record that names no bundled version, or other inputs, is skipped and counted (one bad record
+    must not jam a device's buffer); a batch resent after a lost answer stores nothing twice. Rows carry the
+    server's receive time (windows compare it), the device's in meta; rows of a version the device was
+    assigned (its desired one, its group's current one) are evidence the guard judges by."""
     from modelyard.platform.store.db import utcnow
     from modelyard.platform.store.inference import Prediction
 
     platform = _platform(request)
+    reach = _devices(request).reach(device_id)
+    foreign = next((r for r in body.records if not reach.may_report(r.model, r.version)), None)
+    if foreign is not None:
+        what = "report telemetry only for"
+        raise ForbiddenError(reach.refusal(what, foreign.model, foreign.version, "; nothing was stored"))
     rows, problems, inputs_of = [], [], {}
     received = utcnow()
     for i, r in enumerate(body.records):
@@ -132,7 +155,21 @@ def telemetry(request: Request, device_id: DeviceCaller, body: TelemetryBody) ->
             meta["error"] = r.error
         if r.time is not None:
             meta["device_time"] = (r.time.astimezone(dt.UTC) if r.time.tzinfo else r.time).isoformat()
-        rows.append(Prediction(r.model, r.version, r.request_id, r.inputs, r.outputs, device_id, meta, received))
+        rows.append(
+            Prediction(
+                model=r.model,
+                version=r.version,
+                request_id=r.request_id,
+                inputs=r.inputs,
+                outputs=r.outputs,
+                source=device_id,
+                meta=meta,
+                created_at=received,
+                sender_kind="device",
+                sender=device_id,
+                attested=(r.model, r.version) in reach.vouched,  # evidence the guard judges by
+            )
+        )
     with _upload_lock(device_id):  # a resend racing its slow original would both see the ids as new
         stored, duplicates = platform.inference.append_new(rows)
     _devices(request).count_dropped(device_id, body.dropped + len(problems))
@@ -157,7 +194,10 @@ async def download(request: Request, name: ModelName, version: VersionNumber, ta
     from modelyard.platform.api.auth import authorize
 
     if request.headers.get("authorization", "").partition(" ")[2].strip().startswith("dev_"):
-        await run_in_threadpool(_device, request)
+        device_id = await run_in_threadpool(_device, request)
+        reach = await run_in_threadpool(_devices(request).reach, device_id)
+        if not reach.may_read(name, version, target):
+            raise ForbiddenError(reach.refusal("download only", name, version))
     else:
         await authorize(request, "read")
     path, row = await run_in_threadpool(bundles.bundle_file, _platform(request), name, version, target)

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from modelyard.errors import InputError, UnavailableError
 from modelyard.oip import infer_response
-from modelyard.platform.api.auth import BEARER, Principal, authorize, require
+from modelyard.platform.api.auth import BEARER, RATE_LIMITED, Principal, authorize, require
 from modelyard.platform.api.errors import answer_error
 from modelyard.platform.api.schemas import (
     ERRORS,
@@ -199,8 +199,14 @@ def _split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes | N
     return raw[:n], raw[n:]
 
 
-@ingest.post("/models/{name}/feedback", summary="Labels for logged predictions, by request id (all or none)")
-async def feedback(request: Request, name: ModelName, body: FeedbackBody, _: Principal = require("ingest")) -> Stored:
+@ingest.post(
+    "/models/{name}/feedback",
+    summary="Labels for logged predictions, by request id (all or none)",
+    responses=RATE_LIMITED,
+)
+async def feedback(
+    request: Request, name: ModelName, body: FeedbackBody, who: Principal = require("ingest", limit="ingest")
+) -> Stored:
     await run_in_threadpool(_server(request).writer.flush, 5.0)  # a prediction served a moment ago is written
     from modelyard.platform.services.ingest import check_feedback
 
@@ -208,22 +214,34 @@ async def feedback(request: Request, name: ModelName, body: FeedbackBody, _: Pri
     given = [item.label for item in body.labels]
     labels = await run_in_threadpool(check_feedback, request.app.state.platform, name, given)
     pairs = [(item.request_id, label) for item, label in zip(body.labels, labels, strict=True)]
-    stored = await run_in_threadpool(store.add_feedback, name, pairs, body.source)
+    stored = await run_in_threadpool(store.add_feedback, name, pairs, body.source, who.name)
     return Stored(stored=stored)
 
 
 @ingest.post(
-    "/models/{name}/inferences", summary="Predictions made elsewhere (a Triton server, a device), in one batch"
+    "/models/{name}/inferences",
+    summary="Predictions made elsewhere (a Triton server, another service), in one batch",
+    responses=RATE_LIMITED,
 )
 async def inferences(
-    request: Request, name: ModelName, body: InferencesBody, _: Principal = require("ingest")
+    request: Request, name: ModelName, body: InferencesBody, who: Principal = require("ingest", limit="ingest")
 ) -> Stored:
+    """Stored as the token's (sender: its name) at the server's receive time; `time` is kept as data and
+    `source` as a label. Uploads feed drift checks, never the guard: a record that marks a prediction as
+    failed (`meta.error`) is refused with the whole batch, as failures count only from what the server
+    served and from devices assigned the version."""
     from modelyard.platform.store.db import utcnow
     from modelyard.platform.store.inference import Prediction
 
     server = _server(request)
     rows = []
     for i, record in enumerate(body.records):
+        if record.meta.get("error") is not None:
+            raise InputError(
+                f"record {i} (request id {record.request_id}) marks a failed prediction (meta.error): an upload "
+                "cannot report failures, only the server and devices assigned the version can; nothing was stored.",
+                code="failure_not_accepted",
+            )
         model = (await server.version(name, record.version)).model
         try:  # the same checks as a served request's, one row each
             for kind, given in (("input", record.inputs), ("output", record.outputs)):
@@ -239,10 +257,13 @@ async def inferences(
                 outputs=record.outputs,
                 source=body.source,
                 meta=record.meta,
-                # UTC, as every row: SQLite keeps no offset, and windows compare times
+                # UTC, as every row: SQLite keeps no offset. Data only: the store stamps the receive time.
                 created_at=record.time.astimezone(dt.UTC)
                 if record.time and record.time.tzinfo
                 else (record.time or utcnow()),
+                sender_kind="token",
+                sender=who.name,
+                attested=False,
             )
         )
     stored = await run_in_threadpool(request.app.state.inference_log.append, rows)

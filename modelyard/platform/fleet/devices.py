@@ -3,8 +3,10 @@
 An enrollment token is shown once and stored as a SHA-256 hash; it names the group (and
 tags) a device joins and is good for `uses` enrollments before it expires. Enrolling gives
 the device its own credential (also stored as a hash), which decommissioning revokes.
-A heartbeat records what the device runs and answers with what it should run. The rules are
-here; the reads and writes are store/fleet.py's.
+A heartbeat records what the device runs and answers with what it should run. A credential
+reaches only what the device's group runs (`Reach`): the bundles assigned to it, and telemetry
+for the version it runs or is installing. The rules are here; the reads and writes are
+store/fleet.py's.
 """
 
 from __future__ import annotations
@@ -38,6 +40,43 @@ class Enrolled:
     device_id: str
     group: str
     credential: str
+
+
+Version = tuple[str, str]  # model, version
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What a device's credential reaches now.
+
+    assigned: the bundles (model, version, target) the platform has it run or may send it back to: its
+    desired bundle, its group's current one, and the rollback target of every rollout in flight that touched
+    it. vouched: the versions it was assigned (its desired and its group's current): its rows for them are
+    evidence the guard judges by. ran: every version the platform ever assigned it (an installed version it
+    reports counts only if it is one of these: the heartbeat's word alone is not enough).
+    """
+
+    device_id: str
+    group: str
+    assigned: frozenset[tuple[str, str, str]]
+    vouched: frozenset[Version]
+    ran: frozenset[Version]
+    installed: Version | None
+
+    def may_read(self, model: str, version: str, target: str) -> bool:
+        return (model, version, target) in self.assigned
+
+    def may_report(self, model: str, version: str) -> bool:
+        """Telemetry for the version it runs (its installed one, if it was assigned it) or is installing."""
+        key = (model, version)
+        return key in {(m, v) for m, v, _ in self.assigned} or (key == self.installed and key in self.ran)
+
+    def refusal(self, what: str, model: str, version: str, then: str = "") -> str:
+        """One sentence: `what` the device may do only for what its group runs, and what it asked for."""
+        return (
+            f"device '{self.device_id}' may {what} what its group '{self.group}' runs: "
+            f"{model}/{version} is not assigned to it{then}."
+        )
 
 
 class Devices:
@@ -110,6 +149,40 @@ class Devices:
         if not credential.startswith(DEVICE_PREFIX):
             return None
         return self._store.device_with_credential(digest(credential))
+
+    def reach(self, device_id: str) -> Reach:
+        """What the device's credential reaches now (see Reach)."""
+        from modelyard.platform.fleet.phases import ACTIVE
+
+        device, group, touched = self._store.assignments(device_id)
+        if device is None or device.state != "active":
+            raise AuthError(f"device '{device_id}' is not enrolled.")
+        assigned: set[tuple[str, str, str]] = set()
+        vouched: set[Version] = set()
+        ran: set[Version] = set()
+
+        def add(entry: dict[str, Any] | None, target: str | None, to: set[Version] | None) -> None:
+            if entry and entry.get("model") and entry.get("version"):
+                key = (str(entry["model"]), str(entry["version"]))
+                assigned.add((*key, str(entry.get("target") or target)))
+                ran.add(key)
+                if to is not None:
+                    to.add(key)
+
+        add(device.desired, group.target if group else None, vouched)
+        if group is not None and group.current_model and group.current_version:
+            add({"model": group.current_model, "version": group.current_version}, group.target, vouched)
+        for rollout, row in touched:
+            ran.add((rollout.model, rollout.version))
+            if row.before:
+                ran.add((str(row.before.get("model")), str(row.before.get("version"))))
+            if rollout.state in ACTIVE:  # where a halt would send it back
+                add(row.before, rollout.target, None)
+        installed = device.installed or {}
+        found = None
+        if installed.get("model") and installed.get("version"):
+            found = (str(installed["model"]), str(installed["version"]))
+        return Reach(device_id, device.group, frozenset(assigned), frozenset(vouched), frozenset(ran), found)
 
     def heartbeat(self, device_id: str, report: dict[str, Any]) -> dict[str, Any] | None:
         """Record what the device says about itself; answer with the bundle it should run."""

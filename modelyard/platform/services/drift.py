@@ -53,7 +53,7 @@ def run_check(platform: Platform, model: str) -> dict[str, Any]:
     sig = signature(platform, model, version)
     spec = sig.monitoring
     since = utcnow() - dt.timedelta(minutes=spec.window_minutes) if spec.window_minutes else None
-    rows = platform.inference.window(model, version, spec.window_rows, since=since)
+    rows = platform.inference.window(model, version, spec.window_rows, since=since)  # since: received since
     if not rows:
         return {"model": model, "version": version, "verdict": None, "reason": f"nothing logged for v{version} yet"}
     labeled = sum(r.label is not None for r in rows)
@@ -68,8 +68,8 @@ def run_check(platform: Platform, model: str) -> dict[str, Any]:
         "window_key": key,
         "first_id": rows[0].id,
         "last_id": rows[-1].id,
-        "window_from": rows[0].created_at,
-        "window_to": rows[-1].created_at,
+        "window_from": rows[0].received_at,  # the server's clock: a sender's time is data
+        "window_to": rows[-1].received_at,
         "rows": len(rows),
         "labeled_rows": labeled,
     }

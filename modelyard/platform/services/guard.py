@@ -1,7 +1,14 @@
-"""The baking guard: after a promotion, judge the new champion on live results and roll back when it does worse."""
+"""The baking guard: after a promotion, judge the new champion on live results and roll back when it does worse.
+
+The evidence is what the platform vouches for (the inference log's attested rows): what the server itself
+served, what devices that were assigned the version sent, predictions the platform computed itself. An
+upload's claims never count, and time is the server's: a row counts after a promotion when it was received
+after it, whatever time its sender wrote on it.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +25,9 @@ GUARD = "guard"
 GUARD_KINDS = ("guard_baked", "guard_rolled_back", "guard_alarm")  # alarm: worse, but nothing to roll back to
 
 
-def guard(platform: Platform, model: str) -> dict[str, Any] | None:
-    """Judge the newest promotion of a model once its baking window is over; roll back when it does worse."""
+def guard(platform: Platform, model: str, now: dt.datetime | None = None) -> dict[str, Any] | None:
+    """Judge the newest promotion of a model once its baking window is over; roll back when it does worse.
+    `now`: the time to judge at (tests; default the clock)."""
     from modelyard.monitoring.guard import BakingEvidence, judge
     from modelyard.platform.registry.lifecycle import ChampionMoved
 
@@ -33,14 +41,15 @@ def guard(platform: Platform, model: str) -> dict[str, Any] | None:
     sig = signature(platform, model, new)
     options = sig.monitoring.guard
     since = aware(promotion.created_at)
-    minutes = (utcnow() - since).total_seconds() / 60
-    served, labeled, errors = platform.inference.counts(model, new, since)  # counted: cheap on every beat
+    minutes = ((now or utcnow()) - since).total_seconds() / 60
+    served, labeled, errors = platform.inference.counts(model, new, since)  # attested, counted: cheap on every beat
     evidence = BakingEvidence(sig.metric, minutes, served, errors, labeled, None, None, "none")
     verdict = judge(evidence, options)
     if verdict.action == "wait":
         return {"model": model, "version": new, "verdict": "baking", "reason": verdict.reason}
     if labeled and verdict.action != "rollback":  # the window is over: now read the labeled rows and compare
-        rows = [r for r in platform.inference.window(model, new, 20_000, since=since) if r.label is not None]
+        window = platform.inference.window(model, new, 20_000, since=since, attested=True)
+        rows = [r for r in window if r.label is not None]
         evidence.live = _live(sig, rows)
         if old is not None:
             before, source = _before(platform, model, str(old), sig, rows)
@@ -115,7 +124,7 @@ def _before(
                 return live_metric(sig.metric, labels, out, len(sig.classes) or None), "replay"
         except Exception as err:  # an old version that cannot be opened any more: the weaker evidence below
             logging.getLogger("modelyard.monitor").warning("guard of %s: no replay of v%s: %s", model, old, err)
-    rows = [r for r in platform.inference.window(model, old, 20_000) if r.label is not None]
+    rows = [r for r in platform.inference.window(model, old, 20_000, attested=True) if r.label is not None]
     rows = rows[-max(options.baking_rows, options.min_rows) :]
     if len(rows) >= options.min_rows:
         return _live(sig, rows), "live"

@@ -112,7 +112,11 @@ def canonical_labels(sig: Signature, labels: list[Any], where: str) -> list[Any]
 
 def log_file(platform: Platform, model: str, path: Path, source: str = "upload") -> dict[str, Any]:
     """Log the rows of a CSV/Parquet file as predictions of the champion (computed by its server variant when
-    the file has no `prediction` column)."""
+    the file has no `prediction` column).
+
+    The rows are the CLI's (sender `cli`, whoever holds the settings). Predictions the platform computed
+    itself are evidence the guard may judge the champion by; a file's own `prediction` column is a claim,
+    kept as data, never evidence."""
     from modelyard.platform.store.inference import Prediction
 
     version = champion_of(platform, model)
@@ -152,6 +156,9 @@ def log_file(platform: Platform, model: str, path: Path, source: str = "upload")
             {output_name: outputs[i].tolist()},
             source,
             {"file": path.name, "prediction": how},
+            sender_kind="local",
+            sender="cli",
+            attested=how != "given",
         )
         for i, rid in enumerate(ids)
     ]

@@ -155,6 +155,8 @@ def _split(s: _Served) -> list[Prediction]:
                 source="server",
                 meta=s.meta,
                 created_at=s.at,
+                sender_kind="server",
+                sender="server",
             )
         )
     return rows

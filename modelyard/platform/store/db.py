@@ -5,7 +5,8 @@ MLflow keeps no alias history, so `events` is the audit log and the source of
 same transaction, so read commands need not open MLflow. `training_requests` makes
 training idempotent on the request id. `api_tokens` holds SHA-256 hashes of bearer
 tokens, never the tokens; `inference_log` and `feedback` are production data, joined by
-request id; `drift_checks` holds one row per judged monitoring window. The edge fleet:
+request id (each row says who sent it and when the platform received it); `drift_checks`
+holds one row per judged monitoring window. The edge fleet:
 `bundles` (one signed archive per version and target), `device_groups`, `enrollment_tokens`,
 `devices` (credentials as hashes, what each runs and should run), `rollouts` and
 `rollout_devices` (which device each phase touched and what came of it).
@@ -20,11 +21,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, String, Text, create_engine, event, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Engine, Integer, String, Text, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0007"  # the newest migration; a test keeps it equal to Alembic's head
+SCHEMA_HEAD = "0008"  # the newest migration; a test keeps it equal to Alembic's head
 
 
 def utcnow() -> dt.datetime:
@@ -130,7 +131,9 @@ class ApiToken(Base):
 
 
 class InferenceRecord(Base):
-    """One served (or uploaded) prediction: what went in, what came out, which version answered."""
+    """One served (or uploaded) prediction: what went in, what came out, which version answered, and its
+    provenance: who sent it (authenticated), when the platform received it (its own clock), and whether the
+    platform vouches that the version produced it (what the guard may judge a champion by)."""
 
     __tablename__ = "inference_log"
 
@@ -138,11 +141,15 @@ class InferenceRecord(Base):
     model: Mapped[str] = mapped_column(String(200))
     version: Mapped[str] = mapped_column(String(20))
     request_id: Mapped[str] = mapped_column(String(100))
-    source: Mapped[str] = mapped_column(String(100))  # server, a device id, upload
+    source: Mapped[str] = mapped_column(String(100))  # a label: server, a device id, what an uploader called it
     inputs: Mapped[dict[str, Any]] = mapped_column(JSON)  # input name -> nested list (one row)
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  # as the sender says
+    sender_kind: Mapped[str] = mapped_column(String(20), default="token")  # server, device, token, local
+    sender: Mapped[str] = mapped_column(String(100), default="unknown")  # server, a device id, a token's name, cli
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  # the server's clock
+    attested: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Feedback(Base):
@@ -153,8 +160,9 @@ class Feedback(Base):
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     label: Mapped[Any] = mapped_column(JSON)
-    source: Mapped[str] = mapped_column(String(100))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    source: Mapped[str] = mapped_column(String(100))  # a label the sender chose
+    sender: Mapped[str] = mapped_column(String(100), default="unknown")  # who: a token's name, cli
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  # received (server clock)
 
 
 class DriftCheck(Base):

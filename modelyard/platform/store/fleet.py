@@ -264,6 +264,23 @@ class FleetStore:
         with self._sessions() as session:
             return session.get(Device, device_id)
 
+    def assignments(
+        self, device_id: str
+    ) -> tuple[Device | None, DeviceGroup | None, list[tuple[Rollout, RolloutDevice]]]:
+        """The device, its group, and every rollout that touched it with the device's row in it (one read: what a
+        device credential reaches is decided on one consistent view)."""
+        with self._sessions() as session:
+            device = session.get(Device, device_id)
+            if device is None:
+                return None, None, []
+            group = session.get(DeviceGroup, device.group)
+            query = (
+                select(Rollout, RolloutDevice)
+                .join(RolloutDevice, RolloutDevice.rollout_id == Rollout.id)
+                .where(RolloutDevice.device_id == device_id)
+            )
+            return device, group, [(rollout, row) for rollout, row in session.execute(query).tuples()]
+
     def device_with_credential(self, credential_sha256: str) -> str | None:
         """The active device whose credential has this hash."""
         query = select(Device.id).where(Device.credential_sha256 == credential_sha256, Device.state == "active")

@@ -3,6 +3,13 @@
 Each served or uploaded prediction is one row (one input row: a batched request is split);
 labels arrive later as feedback and join by (model, request id). A batch is written in
 one transaction: all of it or nothing.
+
+Every row carries its provenance: who sent it (`sender_kind`: the server's own serving path, a
+device by id, an API token by name, or the CLI, `local`), when the platform received it
+(`received_at`, set here from the server's clock: a sender's time is data in `created_at`), and
+whether the platform vouches that the named version produced it (`attested`: the server's own
+rows, a device's rows for the version it was assigned, predictions the platform computed itself).
+Windows select by received time; the guard reads attested rows only.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from modelyard.errors import InputError
 from modelyard.platform.settings import Settings
 from modelyard.platform.store.db import Feedback, InferenceRecord, ensure_schema, session_factory, utcnow
 
+SENDER_KINDS = ("server", "device", "token", "local")
+
 
 @dataclass
 class Prediction:
@@ -26,9 +35,13 @@ class Prediction:
     request_id: str
     inputs: dict[str, Any]  # input name -> one row (nested lists)
     outputs: dict[str, Any]
-    source: str = "server"
+    source: str = "server"  # a label (free text); who sent the row is `sender`
     meta: dict[str, Any] = field(default_factory=dict)
-    created_at: dt.datetime = field(default_factory=utcnow)
+    created_at: dt.datetime = field(default_factory=utcnow)  # as the sender says: data, never an order
+    # Who sent it. The defaults are the untrusted ones: every writer names itself (the serving path as "server").
+    sender_kind: str = "token"
+    sender: str = "unknown"
+    attested: bool | None = None  # None: what the kind implies (the server's rows are, no one else's)
 
 
 @dataclass
@@ -39,7 +52,8 @@ class LoggedRow:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     meta: dict[str, Any]
-    created_at: dt.datetime
+    created_at: dt.datetime  # as the sender said
+    received_at: dt.datetime  # the server's clock
     label: Any  # None until feedback arrives
 
 
@@ -64,7 +78,7 @@ class InferenceLog:
                             code="duplicate_request_id",
                         )
             table = InferenceRecord.__table__  # Core, not the ORM: no per-row bookkeeping
-            session.execute(insert(table), [vars(r) for r in rows])  # type: ignore[arg-type]
+            session.execute(insert(table), _values(rows))  # type: ignore[arg-type]
         return len(rows)
 
     def append_new(self, rows: Sequence[Prediction]) -> tuple[int, int]:
@@ -83,11 +97,12 @@ class InferenceLog:
                     seen.add((r.model, r.request_id))
                     fresh.append(r)
             if fresh:
-                session.execute(insert(InferenceRecord.__table__), [vars(r) for r in fresh])  # type: ignore[arg-type]
+                session.execute(insert(InferenceRecord.__table__), _values(fresh))  # type: ignore[arg-type]
         return len(fresh), len(rows) - len(fresh)
 
-    def add_feedback(self, model: str, labels: Sequence[tuple[str, Any]], source: str) -> int:
-        """Labels by request id; every id must have been logged for this model, else nothing is stored."""
+    def add_feedback(self, model: str, labels: Sequence[tuple[str, Any]], source: str, sender: str = "cli") -> int:
+        """Labels by request id; every id must have been logged for this model, else nothing is stored.
+        `sender`: who sent them (a token's name; `cli` from a shell with the settings)."""
         ids = [rid for rid, _ in labels]
         seen: set[str] = set()
         for rid in ids:
@@ -104,7 +119,11 @@ class InferenceLog:
                     code="unknown_request_id",
                 )
             for rid, label in labels:  # a second label for the same request replaces the first
-                session.merge(Feedback(model=model, request_id=rid, label=label, source=source, created_at=utcnow()))
+                session.merge(
+                    Feedback(
+                        model=model, request_id=rid, label=label, source=source, sender=sender, created_at=utcnow()
+                    )
+                )
         return len(labels)
 
     def recent(self, model: str, limit: int = 100) -> list[InferenceRecord]:
@@ -124,19 +143,23 @@ class InferenceLog:
         since: dt.datetime | None = None,
         until_id: int | None = None,
         errors: bool = False,
+        attested: bool = False,
     ) -> list[LoggedRow]:
         """The newest `limit` rows of a model (of one served version), with their labels where known, oldest first;
-        failed predictions (meta.error: inputs, no outputs) only with `errors`.
+        failed predictions (meta.error: inputs, no outputs) only with `errors`; `since`: received since then (the
+        server's clock); `attested`: only rows the platform vouches for.
 
         One range scan of the (model, version, id) index: well under a second at millions of rows.
         """
         query = _with_labels(outer=True).where(InferenceRecord.model == model)
         if not errors:
             query = query.where(InferenceRecord.meta["error"].as_string().is_(None))
+        if attested:
+            query = query.where(InferenceRecord.attested.is_(True))
         if version is not None:
             query = query.where(InferenceRecord.version == version)
         if since is not None:
-            query = query.where(InferenceRecord.created_at >= since)
+            query = query.where(InferenceRecord.received_at >= since)
         if until_id is not None:
             query = query.where(InferenceRecord.id <= until_id)
         return self._newest(query, limit)
@@ -159,7 +182,9 @@ class InferenceLog:
             return int(session.scalar(query) or 0)
 
     def counts(self, model: str, version: str, since: dt.datetime) -> tuple[int, int, int]:
-        """Rows a version served since a time, how many have labels, how many failed (meta.error): counted, not read."""
+        """Attested rows of a version received since a time, how many have labels, how many failed (meta.error):
+        counted, not read. What the guard judges a new champion by: the server's own rows and those of devices
+        assigned the version, never an upload's claims."""
         on = (Feedback.model == InferenceRecord.model) & (Feedback.request_id == InferenceRecord.request_id)
         query = (
             select(
@@ -170,7 +195,7 @@ class InferenceLog:
             .select_from(InferenceRecord)
             .join(Feedback, on, isouter=True)
             .where(InferenceRecord.model == model, InferenceRecord.version == version)
-            .where(InferenceRecord.created_at >= since)
+            .where(InferenceRecord.attested.is_(True), InferenceRecord.received_at >= since)
         )
         with self._sessions() as session:
             rows, labeled, errors = session.execute(query).one()
@@ -220,10 +245,24 @@ def _with_labels(outer: bool) -> Select:
         InferenceRecord.outputs,
         InferenceRecord.meta,
         InferenceRecord.created_at,
+        InferenceRecord.received_at,
         Feedback.label,
     )
     on = (Feedback.model == InferenceRecord.model) & (Feedback.request_id == InferenceRecord.request_id)
     return select(*columns).join(Feedback, on, isouter=outer)
+
+
+def _values(rows: Sequence[Prediction]) -> list[dict[str, Any]]:
+    """The rows as the table takes them, stamped with the server's clock. The rules of provenance hold here,
+    whoever the caller: a token's upload is never attested, and a sender that does not say is not trusted."""
+    received = utcnow()
+    values = []
+    for r in rows:
+        if r.sender_kind not in SENDER_KINDS:
+            raise ValueError(f"sender kind '{r.sender_kind}' is not one of {', '.join(SENDER_KINDS)}")
+        attested = r.sender_kind == "server" if r.attested is None else r.attested
+        values.append({**vars(r), "attested": attested and r.sender_kind != "token", "received_at": received})
+    return values
 
 
 def _logged_ids(session: Any, model: str, ids: Sequence[str]) -> set[str]:
