@@ -45,8 +45,9 @@ class Agent:
         cap = self.options.max_bundle_bytes
         limits = Limits(max_member_bytes=cap, max_total_bytes=cap)
         self.installer = Installer(
-            self.home, fetch=self._fetch, support=self.support, on_switch=self.reload, limits=limits
-        )
+            self.home, fetch=self._fetch, support=self.support, on_switch=self.reload, limits=limits,
+            probation=self.options.probation_rules(),
+        )  # fmt: skip
         rate = self.enrollment.sample_rate if self.enrollment else 1.0
         self.buffer = telemetry.TelemetryBuffer(
             self.home / "telemetry", max_bytes=self.options.max_telemetry_bytes, sample_rate=rate
@@ -101,7 +102,8 @@ class Agent:
         return self._cp
 
     def _fetch(self, desired: dict[str, Any], dest: Path) -> None:
-        self.control_plane.download(desired, dest, max_bytes=self.options.max_bundle_bytes)
+        limits = self.options.download_limits()
+        self.control_plane.download(desired, dest, max_bytes=self.options.max_bundle_bytes, limits=limits)
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -147,7 +149,8 @@ class Agent:
         rows = min((len(np.asarray(v)) for v in inputs.values() if np.asarray(v).ndim), default=0)
         m = model.manifest
         with self._counted:
-            if model is self.model:  # not a request that began on the bundle just switched out
+            current = model is self.model  # not a request that began on the bundle just switched out
+            if current:
                 self._inferences["total"] += max(rows, 1)
                 self._inferences["failed"] += max(rows, 1) if error is not None else 0
         for row in range(min(rows, telemetry.BATCH)):
@@ -156,7 +159,8 @@ class Agent:
                 self.buffer.append(
                     telemetry.record(m.model, m.version, inputs, outputs, latency_ms=latency, error=error, row=row)
                 )
-        outcome = self.installer.record_inference(error)
+        # Probation judges the bundle serving now by each request it answered (a batch is one answer).
+        outcome = self.installer.record_inference(error) if current else None
         if outcome is not None:
             self.wanted.put({})  # wake the worker: the report is pending
 
@@ -175,8 +179,10 @@ class Agent:
             "installed": {k: installed[k] for k in ("model", "version", "sha256", "slot")} if installed else None,
             "serving": self.model is not None,
             "install_state": state.state,
+            "probation": self.installer.probation.summary(),
             "last_error": state.last_error or self.load_error,
             "pending_report": state.pending_report,
+            "unsent_reports": len(state.unsent_reports),
             "buffered_records": self.buffer.count(),
             "dropped_records": self.buffer.dropped_total,  # cumulative: the control plane keeps the latest
             "port": _read_port(self.home),
@@ -210,6 +216,10 @@ class Agent:
             return
         try:
             state = self.installer.store.load()
+            while state.unsent_reports:  # oldest first; each is dropped once the control plane has it
+                self.control_plane.report(state.unsent_reports[0])
+                state.unsent_reports = state.unsent_reports[1:]
+                self.installer.store.save(state)
             if state.pending_report is None:
                 return
             self.control_plane.report(state.pending_report)

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from modelyard.edge.config import Options
 from modelyard.edge.errors import EdgeError
 from modelyard.edge.version import AGENT_VERSION
 
@@ -38,6 +39,31 @@ def _parser() -> argparse.ArgumentParser:
         help="longest wait between retries while the control "
         "plane is unreachable (jittered exponential backoff up to this)",
     )
+    limits = Options()
+    run.add_argument(
+        "--download-timeout-seconds", type=float, default=limits.download_timeout_seconds,
+        help="longest one bundle download may take before it gives up and is reported failed (0: no limit)",
+    )  # fmt: skip
+    run.add_argument(
+        "--download-min-rate", type=float, default=limits.download_min_bytes_per_second, metavar="BYTES_PER_S",
+        help="a download bringing less than this per rate window gives up (0: no minimum)",
+    )  # fmt: skip
+    run.add_argument(
+        "--download-rate-window-seconds", type=float, default=limits.download_rate_window_seconds,
+        help="the window the minimum download rate is measured over",
+    )  # fmt: skip
+    run.add_argument(
+        "--probation-successes", type=int, default=limits.probation_successes,
+        help="good inferences that commit a freshly switched bundle (0: commit at the switch)",
+    )  # fmt: skip
+    run.add_argument(
+        "--probation-seconds", type=float, default=limits.probation_seconds,
+        help="time without a failed inference that commits a freshly switched bundle (0: commit at the switch)",
+    )  # fmt: skip
+    run.add_argument(
+        "--probation-max-failures", type=int, default=limits.probation_max_failures,
+        help="failed inferences on probation that roll a bundle back locally (or the control plane's limit, if lower)",
+    )  # fmt: skip
     run.add_argument("--log-level", default="INFO")
 
     status = commands.add_parser("status", help="print the agent's state as JSON")
@@ -59,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         from modelyard.edge.agent import Agent
-        from modelyard.edge.config import Options
 
         if args.command == "enroll":
             enrollment = Agent(args.home).enroll(args.server, args.token, args.device_id, _tags(args.tag))
@@ -69,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             options = Options(
                 heartbeat_seconds=args.heartbeat_seconds, max_bundle_bytes=args.max_bundle_bytes,
                 max_telemetry_bytes=args.max_telemetry_bytes, threads=args.threads,
-                backoff_cap_seconds=args.backoff_cap_seconds,
+                backoff_cap_seconds=args.backoff_cap_seconds, download_timeout_seconds=args.download_timeout_seconds,
+                download_min_bytes_per_second=args.download_min_rate,
+                download_rate_window_seconds=args.download_rate_window_seconds,
+                probation_successes=args.probation_successes, probation_seconds=args.probation_seconds,
+                probation_max_failures=args.probation_max_failures,
             )  # fmt: skip
             Agent(args.home, options).run(port=args.port)
         else:

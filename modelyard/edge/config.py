@@ -15,6 +15,7 @@ from typing import Any
 
 from modelyard.bundle import RuntimeSupport
 from modelyard.edge.errors import EdgeError
+from modelyard.edge.probation import Rules
 from modelyard.edge.slots import read_json, write_json_atomic
 
 DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -54,6 +55,15 @@ class Enrollment:
 
 
 @dataclass(frozen=True)
+class DownloadLimits:
+    """How long one bundle download may take (client.py); a limit <= 0 is off."""
+
+    total_seconds: float = 1800.0
+    min_bytes_per_second: float = 1024.0
+    window_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class Options:
     """Operator knobs (CLI flags); None means: use what the control plane said."""
 
@@ -62,6 +72,27 @@ class Options:
     max_telemetry_bytes: int = 64 * 1024 * 1024
     backoff_cap_seconds: float = 300.0
     threads: int = 2
+    # A download gives up (reported as failed at `download`; it resumes from its .part file when tried again)
+    # once it took this long in all, or once a window of `download_rate_window_seconds` brought fewer bytes
+    # than the minimum rate: a stalled or dripping server must not hold the install worker, nor keep the
+    # device from a newer desired bundle, for longer than that. 0 turns a limit off.
+    download_timeout_seconds: float = 1800.0
+    download_min_bytes_per_second: float = 1024.0
+    download_rate_window_seconds: float = 60.0
+    # Probation (probation.py): a switched bundle is committed after this many good inferences or this long
+    # without a failure, and rolled back locally once this many of its inferences failed (or the control
+    # plane's `failed_inference_limit`, when that is lower).
+    probation_successes: int = 20
+    probation_seconds: float = 300.0
+    probation_max_failures: int = 3
+
+    def probation_rules(self) -> Rules:
+        return Rules(self.probation_successes, self.probation_seconds, self.probation_max_failures)
+
+    def download_limits(self) -> DownloadLimits:
+        return DownloadLimits(
+            self.download_timeout_seconds, self.download_min_bytes_per_second, self.download_rate_window_seconds
+        )
 
 
 def profile(support: RuntimeSupport) -> dict[str, Any]:

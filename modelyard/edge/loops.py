@@ -66,6 +66,8 @@ class Loops:
                 stop.wait(60)
                 continue
             refused = enrollment.decommissioned
+            # Time alone commits a bundle on probation that nothing failed (never waits for an install).
+            agent.installer.tick()
             if not refused:
                 # Apart from the heartbeat: a report the control plane will not take (a 5xx, a 422) must not
                 # keep the heartbeat from going out, or the device would look offline.
@@ -106,7 +108,10 @@ class Loops:
             desired = agent.wanted.get()
             while not agent.wanted.empty():  # only the newest desired entry matters
                 desired = agent.wanted.get_nowait() or desired
-            if not desired or agent.stop_event.is_set():
+            if agent.stop_event.is_set():
+                continue
+            if not desired:  # a wake-up: a local rollback left a report to send
+                self._report()
                 continue
             if agent.enrollment is not None and agent.enrollment.decommissioned:
                 # Queued before the 401: the control plane that asked for it is not trusted now.
@@ -129,10 +134,13 @@ class Loops:
                     outcome.outcome,
                     outcome.reason,
                 )
-                try:
-                    agent.send_pending_report()
-                except ControlPlaneError as exc:
-                    log.warning("%s (the report is kept and sent with the next heartbeat)", exc)
+                self._report()
+
+    def _report(self) -> None:
+        try:
+            self.agent.send_pending_report()
+        except ControlPlaneError as exc:
+            log.warning("%s (the report is kept and sent with the next heartbeat)", exc)
 
     def upload(self) -> None:
         agent, stop, failures = self.agent, self.agent.stop_event, 0

@@ -8,6 +8,7 @@ The state, with the desired entry it is about, is written atomically BEFORE each
 an agent killed at any point restarts in the step it was in: a download resumes from its .part
 file, a verification or install starts that step again from the downloaded tar, a switch checks
 where the pointer is. The outcome to report waits in the same file until the control plane has it.
+While in `probation`, what the bundle's inferences counted is in probation.json (probation.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ FAILED = "failed"
 REFUSED = "refused"
 ROLLED_BACK = "rolled_back"
 
+# Outcomes kept while the control plane is away: enough for every bundle a device meets in between.
+MAX_UNSENT = 20
+
 IN_FLIGHT = (DOWNLOADING, VERIFYING, INSTALLING, SMOKE, SWITCHING)
 FINAL = (IDLE, COMMITTED, FAILED, REFUSED, ROLLED_BACK)
 
@@ -52,15 +56,20 @@ class InstallState:
     slot: str | None = None
     started: float = 0.0
     updated: float = 0.0
-    # Inferences left to prove a freshly switched bundle, and how many of them failed so far.
-    probation_left: int = 0
-    probation_failures: int = 0
-    # The outcome not yet acknowledged by the control plane (a report body, PROTOCOL.md 4).
+    # The outcome not yet acknowledged by the control plane (a report body, PROTOCOL.md 4), and older ones
+    # a newer outcome came before they were sent (a local rollback must reach the control plane even when
+    # the next install's outcome follows it while the control plane is away); sent oldest first.
     pending_report: dict[str, Any] | None = None
+    unsent_reports: list[dict[str, Any]] = field(default_factory=list)
     last_error: str | None = None
     # entry key (sha256, rollout, rollback) -> time before which it is not tried again: a desired entry
     # that failed is not retried in a loop.
     failed: dict[str, float] = field(default_factory=dict)
+
+    def queue_report(self, body: dict[str, Any]) -> None:
+        if self.pending_report is not None:
+            self.unsent_reports = [*self.unsent_reports, self.pending_report][-MAX_UNSENT:]
+        self.pending_report = body
 
 
 class StateStore:

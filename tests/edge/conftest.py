@@ -99,6 +99,34 @@ def v2(build: BuildFn) -> BuiltBundle:
     return build("2", seed=2)
 
 
+def fragile_bundle(tmp_path: Path, private_key: Path) -> BuiltBundle:
+    """Version 9: passes its 8-row smoke test, fails to run on any other batch size (a Reshape to [8, 3])."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(9)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.normal(size=(3,)).astype(np.float32), "B"),
+        numpy_helper.from_array(np.array([8, 3], dtype=np.int64), "fixed"),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["input", "W", "B"], ["logits"]),
+        helper.make_node("Reshape", ["logits", "fixed"], ["eight"]),
+        helper.make_node("Softmax", ["eight"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "fragile", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])], initializer=inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (tmp_path / "fragile.onnx").write_bytes(model.SerializeToString())
+    return build_bundle(
+        tmp_path / "fragile.onnx", tmp_path / "out", model="tiny", version="9", variant="fp32", target="edge-cpu",
+        inputs=INPUTS, outputs=OUTPUTS, runtime_needs=NEEDS, smoke_inputs=smoke_rows(8), private_key=private_key,
+    )  # fmt: skip
+
+
 def desired_for(bundle: BuiltBundle, **extra: Any) -> dict[str, Any]:
     m = bundle.manifest
     entry = {
@@ -108,6 +136,11 @@ def desired_for(bundle: BuiltBundle, **extra: Any) -> dict[str, Any]:
     }  # fmt: skip
     entry.update(extra)
     return entry
+
+
+@pytest.fixture(scope="session")
+def v9(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path]) -> BuiltBundle:
+    return fragile_bundle(tmp_path_factory.mktemp("bundle-v9"), keys[0])
 
 
 @pytest.fixture

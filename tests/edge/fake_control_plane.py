@@ -2,7 +2,8 @@
 
 Not a mock of anything the agent imports: the agent talks to it over 127.0.0.1 sockets with
 httpx, exactly as it talks to modelyard's control plane. Bundle downloads honour Range and
-If-Range, and record the headers they received so tests can prove a download resumed.
+If-Range, and record the headers they received so tests can prove a download resumed; a bundle
+can also be dripped, one byte at a time, as a stalled link would.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +28,7 @@ class CPState:
     reports_status: int = 200  # answer this (with an error body) to install reports
     ignore_range: bool = False
     extra_bytes: bytes = b""
+    drip: dict[str, float] = field(default_factory=dict)  # url path -> seconds between single bytes sent
     range_headers: list[str | None] = field(default_factory=list)
     heartbeats: list[dict[str, Any]] = field(default_factory=list)
     reports: list[dict[str, Any]] = field(default_factory=list)
@@ -98,7 +101,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        pause = cp.drip.get(self.path)
+        if pause is None:
+            self.wfile.write(payload)
+            return None
+        for i in range(len(payload)):  # a server (or a link) that gives a byte now and then
+            try:
+                self.wfile.write(payload[i : i + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                return None
+            time.sleep(pause)
+        return None
 
 
 class FakeControlPlane:

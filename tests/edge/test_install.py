@@ -13,12 +13,13 @@ import pytest
 from modelyard.bundle import RuntimeSupport
 from modelyard.edge import state as st
 from modelyard.edge.agent import Agent
+from modelyard.edge.config import Options
 from modelyard.edge.errors import InferenceError
 from modelyard.edge.install import copy_fetch
 from modelyard.edge.runtime import LoadedModel
 from modelyard.edge.slots import Slots
 from modelyard.exporters.bundle import BuiltBundle, build_bundle
-from tests.edge.conftest import INPUTS, NEEDS, OUTPUTS, BuildFn, desired_for, installer, smoke_rows
+from tests.edge.conftest import INPUTS, NEEDS, OUTPUTS, BuildFn, desired_for, fragile_bundle, installer, smoke_rows
 
 
 def test_v2_installs_into_the_other_slot_and_keeps_v1_for_rollback(
@@ -33,7 +34,7 @@ def test_v2_installs_into_the_other_slot_and_keeps_v1_for_rollback(
     assert slots.active_info()["slot"] == "b" and slots.active_info()["previous"]["sha256"] == v1.sha256
     assert (slots.path("a") / "model.onnx").exists()  # v1 untouched
     state = st.StateStore(home).load()
-    assert state.state == st.COMMITTED
+    assert state.state == st.PROBATION  # real inferences (or quiet time) commit it: test_probation.py
     assert state.pending_report == {
         "rollout_id": 7, "model": "tiny", "version": "2", "sha256": v2.sha256, "outcome": "installed",
         "stage": "switch", "reason": "", "seconds": outcome.seconds,
@@ -140,7 +141,7 @@ def test_first_inferences_failing_after_the_switch_roll_back_locally(
     agent = Agent(home)
     agent.installer.fetch = copy_fetch(v1.path)
     agent.installer.install(desired_for(v1))
-    fragile = _fragile_bundle(tmp_path, keys[0])  # passes its 8-row smoke test, fails on any other batch size
+    fragile = fragile_bundle(tmp_path, keys[0])  # passes its 8-row smoke test, fails on any other batch size
     agent.installer.fetch = copy_fetch(fragile.path)
 
     outcome = agent.installer.install(desired_for(fragile, failed_inference_limit=3))
@@ -180,7 +181,7 @@ def test_the_heartbeat_counts_every_inference_and_starts_again_with_each_loaded_
     agent._after(switched_out, smoke_rows(2), None, time.perf_counter(), "boom")  # type: ignore[arg-type]
     assert counted() == on_v1, "a request that began on a bundle switched out since is not this one's"
 
-    fragile = _fragile_bundle(tmp_path, keys[0])
+    fragile = fragile_bundle(tmp_path, keys[0])
     agent.installer.fetch = copy_fetch(fragile.path)
     agent.installer.install(desired_for(fragile, failed_inference_limit=3))
     for _ in range(2):
@@ -195,15 +196,19 @@ def test_the_heartbeat_counts_every_inference_and_starts_again_with_each_loaded_
     assert len({on_v1["since"], on_v9["since"], back["since"]}) == 3
 
 
-def test_one_good_inference_commits_the_probation(home: Path, v1: BuiltBundle) -> None:
-    agent = Agent(home)
+def test_good_inferences_commit_the_probation_once_there_are_enough(home: Path, v1: BuiltBundle) -> None:
+    agent = Agent(home, Options(probation_successes=3))
     agent.installer.fetch = copy_fetch(v1.path)
     agent.installer.install(desired_for(v1, failed_inference_limit=3))
     assert st.StateStore(home).load().state == st.PROBATION
 
+    for _ in range(2):
+        agent.predict(smoke_rows(1))
+    assert st.StateStore(home).load().state == st.PROBATION, "one good inference is not enough any more"
     agent.predict(smoke_rows(1))
 
     assert st.StateStore(home).load().state == st.COMMITTED
+    assert not (home / "probation.json").exists()
 
 
 def test_a_new_install_ends_the_probation_of_the_last_one(home: Path, v1: BuiltBundle, v2: BuiltBundle) -> None:
@@ -213,33 +218,6 @@ def test_a_new_install_ends_the_probation_of_the_last_one(home: Path, v1: BuiltB
 
     assert outcome.outcome == "installed"
     assert Slots(home).active_info()["previous"]["sha256"] == v1.sha256
-
-
-def _fragile_bundle(tmp_path: Path, private_key: Path) -> BuiltBundle:
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(9)
-    inits = [
-        numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "W"),
-        numpy_helper.from_array(rng.normal(size=(3,)).astype(np.float32), "B"),
-        numpy_helper.from_array(np.array([8, 3], dtype=np.int64), "fixed"),
-    ]
-    nodes = [
-        helper.make_node("Gemm", ["input", "W", "B"], ["logits"]),
-        helper.make_node("Reshape", ["logits", "fixed"], ["eight"]),
-        helper.make_node("Softmax", ["eight"], ["probabilities"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "fragile", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 4])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])], initializer=inits,
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    (tmp_path / "fragile.onnx").write_bytes(model.SerializeToString())
-    return build_bundle(
-        tmp_path / "fragile.onnx", tmp_path / "out", model="tiny", version="9", variant="fp32", target="edge-cpu",
-        inputs=INPUTS, outputs=OUTPUTS, runtime_needs=NEEDS, smoke_inputs=smoke_rows(8), private_key=private_key,
-    )  # fmt: skip
 
 
 def test_the_state_file_is_written_before_each_step(home: Path, v1: BuiltBundle) -> None:
@@ -254,7 +232,7 @@ def test_the_state_file_is_written_before_each_step(home: Path, v1: BuiltBundle)
     inst.store.save = spy  # type: ignore[method-assign]
     inst.install(desired_for(v1))
 
-    assert seen == [st.DOWNLOADING, st.VERIFYING, st.INSTALLING, st.SMOKE, st.SWITCHING, st.COMMITTED]
+    assert seen == [st.DOWNLOADING, st.VERIFYING, st.INSTALLING, st.SMOKE, st.SWITCHING, st.PROBATION]
     assert LoadedModel(Slots(home).path("a")).manifest.version == "1"
 
 
