@@ -119,8 +119,56 @@ def test_failures_of_the_rest_halt_a_rolling_rollout() -> None:
 
 
 def test_the_canary_s_failures_do_not_count_against_the_rest() -> None:
-    rows = [_row("a", "failed", reason="x"), _row("b", "installed", "rest")]
-    assert _step("rolling", rows).actions == (Complete("rollout 7 of v3: done (1 failed, 1 installed)"),)
+    canary = [_row("a", "failed", reason="x"), *(_row(f"c{i}", "installed") for i in range(4))]  # 1 of 5: 20%
+    rest = [_row("b", "failed", "rest", "disk full"), *(_row(f"r{i}", "installed", "rest") for i in range(4))]
+    assert _step("rolling", canary + rest).actions == (Complete("rollout 7 of v3: done (2 failed, 8 installed)"),)
+
+
+# -- the canary after its window: probation outlasts the window, a late rollback still halts -------------
+LATE_ROLLBACK = Halt("1 of 1 canary devices failed (more than 20%); first: a: rolled_back: 3 failed inferences")
+
+
+def test_a_canary_s_late_local_rollback_halts_a_rolling_rollout() -> None:
+    rows = [_row("a", "rolled_back", reason="3 failed inferences"), _row("b", "assigned", "rest", assigned=70)]
+    assert _step("rolling", rows, now=100) == phases.Step("halted", (LATE_ROLLBACK,))
+
+
+def test_a_canary_s_late_local_rollback_halts_instead_of_completing() -> None:
+    rows = [_row("a", "rolled_back", reason="3 failed inferences"), _row("b", "installed", "rest", assigned=70)]
+    assert _step("rolling", rows, now=200) == phases.Step("halted", (LATE_ROLLBACK,))
+
+
+def test_a_canary_device_s_late_failed_install_halts_a_rolling_rollout() -> None:
+    # offline when the canary was assigned, it came back after the window and failed the install
+    rows = [_row("a", "installed"), _row("b", "failed", reason="outputs differ"), _row("c", "installed", "rest")]
+    assert _step("rolling", rows).actions == (
+        Halt("1 of 2 canary devices failed (more than 20%); first: b: failed: outputs differ"),
+    )
+
+
+def test_a_late_canary_failure_within_the_share_does_not_halt() -> None:
+    rows = [_row("a", "rolled_back", reason="x"), *(_row(f"c{i}", "installed") for i in range(4))]  # 1 of 5
+    assert _step("rolling", [*rows, _row("b", "installed", "rest")]).state == "completed"
+    assert _step("rolling", [*rows, _row("b", "assigned", "rest")]).actions == ()
+
+
+def test_the_canary_is_judged_before_the_rest_while_rolling() -> None:
+    rows = [_row("a", "rolled_back", reason="3 failed inferences"), _row("b", "failed", "rest", "disk full")]
+    assert _step("rolling", rows).actions == (LATE_ROLLBACK,)
+
+
+def test_a_time_out_in_the_canary_while_rolling_halts_it() -> None:
+    rows = [_row("a", "assigned", assigned=0), _row("b", "installed", "rest", assigned=70)]
+    done = _step("rolling", rows, now=301)
+    assert done.actions == (
+        TimeOut(("a",), "no outcome reported within 300 s"),
+        Halt("1 of 1 canary devices failed (more than 20%); first: a: timed_out: no outcome reported within 300 s"),
+    )
+
+
+def test_a_rollout_does_not_complete_while_a_canary_device_is_unsettled() -> None:
+    rows = [_row("a", "assigned"), _row("b", "installed", "rest")]
+    assert _step("rolling", rows, now=100) == phases.Step("rolling", ())
 
 
 def test_the_canary_s_error_rate_halts_it_while_observed() -> None:

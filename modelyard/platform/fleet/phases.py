@@ -9,14 +9,22 @@ reads the inputs and carries the actions out in one transaction (store/fleet.py 
 
 The rules, in the order they are applied:
 - a device assigned longer than the install timeout without an outcome is `timed_out` (a failure);
-- a phase (the canary while canary or observing, the rest while rolling) whose failed share passes
-  `max_failure_share` halts the rollout;
+- a phase whose failed share passes `max_failure_share` halts the rollout: the canary in every running
+  state, the rest too while rolling. The canary stays judged after its window: an agent keeps a new
+  bundle on probation (edge/probation.py) for longer than the usual window and rolls it back locally
+  when it fails real inferences, so a canary device's late `failed` or `rolled_back` halts a rolling
+  rollout (before it completes) as it would have halted an observed one, rather than leaving that
+  device on its old bundle in a group that records the new one;
 - a canary whose every row settled without one install halts it;
 - a settled canary starts the observation window;
 - while observing: a canary error rate above `max_error_rate` (over at least MIN_ERROR_ROWS counted
   inferences) halts it; a window that has passed assigns every other device (and completes at once
   when there is none);
-- a settled rest completes it.
+- a rolling rollout completes when every row it touched settled (canary and rest).
+
+Not seen here: whether an `installed` device is still on probation. `installed` is reported at the
+switch, and neither the rows nor the heartbeat say when probation ended, so a device that rolls back
+after the rollout completed is not judged by this function (record_outcome reverts that device alone).
 """
 
 from __future__ import annotations
@@ -149,20 +157,17 @@ def step(
         rows = [
             dataclasses.replace(r, state="timed_out", reason=reason) if r.device_id in timed_out else r for r in rows
         ]
-    phase = "canary" if rollout.state in ("canary", "observing") else "rest"
-    mine = [r for r in rows if r.phase == phase]
-    failed = [r for r in mine if r.state in FAILED]
-    if mine and len(failed) / len(mine) > policy.max_failure_share:
-        first = failed[0]
-        why = f"{first.device_id}: {first.state}: {first.reason or 'no reason'}"
-        share = f"{policy.max_failure_share:.0%}"
-        reason = f"{len(failed)} of {len(mine)} {phase} devices failed (more than {share}); first: {why}"
-        return Step("halted", (*actions, Halt(reason)))
-    done = all(r.state in DONE for r in mine)
-    if rollout.state == "canary" and done and mine and not any(r.state == "installed" for r in mine):
-        return Step("halted", (*actions, Halt("no canary device installed it (offline or gone)")))
-    if rollout.state == "canary" and done:
-        return Step("observing", (*actions, Observe(summary(rollout, mine, "canary installed"))))
+    # The canary is judged in every running state (a late rollback counts as much as an early one).
+    judged = ("canary",) if rollout.state in ("canary", "observing") else ("canary", "rest")
+    for phase in judged:
+        trouble = failure_trouble(phase, [r for r in rows if r.phase == phase], policy)
+        if trouble:
+            return Step("halted", (*actions, Halt(trouble)))
+    canary = [r for r in rows if r.phase == "canary"]
+    if rollout.state == "canary" and all(r.state in DONE for r in canary):
+        if canary and not any(r.state == "installed" for r in canary):
+            return Step("halted", (*actions, Halt("no canary device installed it (offline or gone)")))
+        return Step("observing", (*actions, Observe(summary(rollout, canary, "canary installed"))))
     if rollout.state == "observing":
         trouble = error_rate_trouble(observed, policy)
         if trouble:
@@ -173,9 +178,20 @@ def step(
             if not others:
                 return Step("completed", (*actions, assign, Complete("no other devices")))
             return Step("rolling", (*actions, assign))
-    if rollout.state == "rolling" and done:
+    if rollout.state == "rolling" and all(r.state in DONE for r in rows):
         return Step("completed", (*actions, Complete(summary(rollout, rows, "done"))))
     return Step(rollout.state, tuple(actions))
+
+
+def failure_trouble(phase: str, rows: Sequence[Row], policy: Policy) -> str | None:
+    """Why the phase's failures halt the rollout (their share passes max_failure_share), or None."""
+    failed = [r for r in rows if r.state in FAILED]
+    if rows and len(failed) / len(rows) > policy.max_failure_share:
+        first = failed[0]
+        why = f"{first.device_id}: {first.state}: {first.reason or 'no reason'}"
+        share = f"{policy.max_failure_share:.0%}"
+        return f"{len(failed)} of {len(rows)} {phase} devices failed (more than {share}); first: {why}"
+    return None
 
 
 def error_rate_trouble(observed: Counts, policy: Policy) -> str | None:
