@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -115,6 +116,8 @@ def main() -> None:
         args.epochs, args.rounds = "2", 1
     timeout = 600 if args.smoke else 1800
 
+    # Stopped from outside (CI's timeout, a kill): the finally clauses still stop the worker and remove the home.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     home = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
     try:
         run(args, home, timeout)
@@ -176,7 +179,7 @@ def run(args: argparse.Namespace, home: Path, timeout: float) -> None:
     # and "fixed ratio" is (plain fit + that cost) / plain fit.
     print(
         f"{'epochs':>6} {'plain fit s':>12} {'platform s':>11} {'overhead s':>11} {'ratio':>7} "
-        f"{'fixed cost s':>13} {'fixed ratio':>12}  (target <= 1.15)"
+        f"{'fixed cost s':>13} {'fixed ratio':>12}  (target <= 1.10 at 30 epochs)"
     )
     for epochs, plain, platform in summary:
         p = statistics.median(r["seconds"] for r in plain)

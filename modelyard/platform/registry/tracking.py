@@ -68,14 +68,17 @@ class EpochLogger:
     """Per-epoch metrics logged off the training loop, in order, in batches.
 
     MLflow's own asynchronous logging polls its queue once a second, so ending a run
-    waited up to a second for it; this thread wakes on every item and on close().
+    waited up to a second for it; this thread wakes on close() at once. Between writes it
+    waits `every` seconds and writes what came meanwhile as one batch: each write is Python
+    work (MLflow's SQLAlchemy store) that holds the interpreter lock the training loop needs,
+    so one write per short epoch competes with the fit itself.
     """
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, every: float = 2.0) -> None:
         import queue
         import threading
 
-        self._client, self._run_id = client, run_id
+        self._client, self._run_id, self._every = client, run_id, every
         self._queue: queue.Queue[tuple[int, dict[str, float]] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name=f"epochs-{run_id[:8]}", daemon=True)
@@ -93,6 +96,8 @@ class EpochLogger:
                 raise self._error
 
     def _drain(self) -> None:
+        import contextlib
+        import queue
         import time
 
         from mlflow.entities import Metric
@@ -100,7 +105,11 @@ class EpochLogger:
         done = False
         while not done:
             items = [self._queue.get()]
-            while not self._queue.empty():
+            quiet_until = time.monotonic() + self._every
+            while items[-1] is not None and (left := quiet_until - time.monotonic()) > 0:
+                with contextlib.suppress(queue.Empty):
+                    items.append(self._queue.get(timeout=left))
+            while items[-1] is not None and not self._queue.empty():
                 items.append(self._queue.get())
             done = items[-1] is None
             now = int(time.time() * 1000)

@@ -270,21 +270,28 @@ def _train_and_register(
             finally:
                 epochs.close()
             inputs_logged = beside.submit(tracking.log_inputs, client, run_id, spec, ds, split)
+            # The baseline needs no trained model either: it fits beside the evaluation and the model's logging.
+            based = beside.submit(evaluate.baseline, split, ds.task, n_outputs, spec.seed)
             timings["fit_s"] = result.fit_seconds
             timings["build_s"] = time.perf_counter() - t - result.fit_seconds
             report({"stage": "evaluating"})
             t = time.perf_counter()
             evaluation = evaluate.evaluate_model(result.model, split.x_test, split.y_test, ds.task, n_outputs)
-            base = evaluate.baseline(split, ds.task, n_outputs, spec.seed)
+            timings["evaluate_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+
+            def log_outputs() -> tuple[str, evaluate.Evaluation]:  # beside the model's own logging
+                base = based.result()
+                tracking.log_outputs(client, run_id, ds, result, evaluation, base)
+                return base
+
+            outputs_logged = beside.submit(log_outputs)
+            model_uri = tracking.log_keras_model(result.model, split)
+            base = outputs_logged.result()
             beats = evaluate.beats(
                 spec.primary_metric, evaluation.metrics[spec.primary_metric], base[1].metrics[spec.primary_metric]
             )
-            timings["evaluate_s"] = time.perf_counter() - t
-            t = time.perf_counter()
             mlflow.set_tags({f"{TAG_PREFIX}device": result.device.device, f"{TAG_PREFIX}beats_baseline": str(beats)})
-            outputs_logged = beside.submit(tracking.log_outputs, client, run_id, ds, result, evaluation, base)
-            model_uri = tracking.log_keras_model(result.model, split)
-            outputs_logged.result()
             inputs_logged.result()  # a registered version always has its held-out data
         timings["log_s"] = time.perf_counter() - t
         report({"stage": "registering"})
